@@ -1,0 +1,56 @@
+"""Preprocessing as in the paper (histogram equalisation, [0,1] scaling) and batch augmentation.
+
+Equalisation runs once per data set on the uint8 arrays (vectorised over all images); scaling
+and augmentation run per batch on the training device as whole-batch tensor ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def equalize(images: np.ndarray) -> np.ndarray:
+    """Histogram-equalise each uint8 image of an (N, H, W) array (OpenCV's equalizeHist mapping).
+
+    A constant image has nothing to spread and is returned unchanged.
+    """
+    n = len(images)
+    if n == 0:
+        return images.copy()
+    flat = images.reshape(n, -1)
+    total = flat.shape[1]
+    offsets = (np.arange(n, dtype=np.int64) * 256)[:, None]
+    hist = np.bincount((flat + offsets).ravel(), minlength=n * 256).reshape(n, 256)
+    cdf = np.cumsum(hist, axis=1)
+    # cdf_min: the count at the darkest level that occurs (OpenCV's definition).
+    first = np.argmax(hist > 0, axis=1)
+    cdf_min = cdf[np.arange(n), first][:, None]
+    denom = total - cdf_min
+    constant = denom[:, 0] == 0
+    lut = np.rint((cdf - cdf_min) * 255.0 / np.maximum(denom, 1)).clip(0, 255).astype(np.uint8)
+    out = np.take_along_axis(lut, flat.astype(np.int64), axis=1).astype(np.uint8)
+    out[constant] = flat[constant]
+    return out.reshape(images.shape)
+
+
+def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
+    """(B, 48, 48) uint8 -> (B, 1, 48, 48) float32 in [0, 1], as the paper feeds its network."""
+    return x_uint8.unsqueeze(1).float().div_(255.0)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, crop_pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, on a whole (B, 1, H, W) batch."""
+    b, c, h, w = x.shape
+    dev = x.device
+    if crop_pad > 0:
+        padded = torch.nn.functional.pad(x, (crop_pad,) * 4)
+        oy = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator, device=generator.device).to(dev)
+        ox = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator, device=generator.device).to(dev)
+        rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]  # (B, H, 1)
+        cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]  # (B, 1, W)
+        x = padded[torch.arange(b, device=dev)[:, None, None], 0, rows, cols].unsqueeze(1)
+    if flip:
+        mask = torch.rand(b, generator=generator, device=generator.device).to(dev) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return x

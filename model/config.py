@@ -1,0 +1,51 @@
+"""Every training hyperparameter, its default, unit and why, in one place.
+
+A study file may fix or search any of these names; nothing else is a hyperparameter.
+The defaults are the paper's run (SGD lr 0.05, no momentum, weight decay 1e-5, batch 128,
+200 epochs, constant lr, no augmentation) at full width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 200  # passes over the training split; the paper's run
+    batch_size: int = 128  # images per step; the paper's run
+    lr: float = 0.05  # learning rate, constant over the run (the paper uses no schedule)
+    optimizer: str = "sgd"  # one of OPTIMIZERS
+    momentum: float = 0.0  # sgd and rmsprop only; the paper uses none
+    nesterov: bool = False  # sgd only; needs momentum > 0
+    weight_decay: float = 1e-5  # L2 penalty (decoupled for adamw); the paper's value
+    augment: bool = False  # random 4-px-padded crop + horizontal flip; the paper uses none
+    width: float = 1.0  # network width multiplier; 1.0 is the paper's 42.6 M-parameter network
+    seed: int = 0  # seeds weights, shuffling, dropout, RReLU slopes and augmentation
+    precision: str = "auto"  # auto: bf16 autocast where the hardware runs it fast, else fp32
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.momentum >= 0, "momentum must be >= 0"),
+            (not self.nesterov or self.momentum > 0, "nesterov needs momentum > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.width > 0, "width must be > 0"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+HYPERPARAMETERS = {f.name: f.type for f in fields(TrainConfig)}
+DEFAULTS = TrainConfig()

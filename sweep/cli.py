@@ -1,0 +1,147 @@
+"""`sweep`: hyperparameter sweeps of the paper's facial-emotion CNN, stored in Optuna."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from data import SYNTHETIC, DataError, find_fer2013, load_dataset
+
+from .errors import SweepError
+from .storage import DEFAULT_STORAGE, mask, normalize, open_storage
+from .study_file import StudySpec, load_study_file
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help=__doc__, rich_markup_mode=None)
+
+StorageOpt = Annotated[str, typer.Option("--storage", help="Optuna storage URL or SQLite file path.")]
+
+
+def _fail(message: str, code: int = 2):
+    typer.echo(f"sweep: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def friendly(fn):
+    """Bad input ends as one line on stderr and exit 2, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (SweepError, DataError) as e:
+            _fail(str(e))
+    return wrapper
+
+
+def _resolve(study: Optional[str], data: Optional[str]) -> tuple[StudySpec, str]:
+    """The study file and data source a `sweep run` uses."""
+    if study is None:
+        if data is None:
+            found = find_fer2013()
+            if found is None:
+                typer.echo("No FER2013 at data/fer2013.csv[.gz] or $SWEEP_DATA: running the 'quick' study "
+                           "on the built-in synthetic data set instead.", err=True)
+                return load_study_file("quick"), SYNTHETIC
+            return load_study_file("default"), str(found)
+        return load_study_file("quick" if data == SYNTHETIC else "default"), data
+    spec = load_study_file(study)
+    if data is not None:
+        return spec, data
+    if spec.data.source == "fer2013":
+        found = find_fer2013()
+        if found is None:
+            raise SweepError(f"study '{spec.name}' runs on FER2013: put fer2013.csv (or .csv.gz) in data/, "
+                             "set $SWEEP_DATA, or pass --data PATH")
+        return spec, str(found)
+    return spec, spec.data.source
+
+
+@app.command()
+@friendly
+def run(
+    trials: Annotated[int, typer.Option(min=1, help="Finished trials (complete + pruned) the study should hold.")] = 50,
+    study: Annotated[Optional[str], typer.Option(help="Study file: a name in studies/ or a .toml path.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Optuna study name [default: the study file's name].")] = None,
+    data: Annotated[Optional[str], typer.Option(help="FER2013 file or folder, or 'synthetic'.")] = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    timeout: Annotated[Optional[float], typer.Option(min=0, help="Start no new trial after this many seconds.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Study seed [default: the study file's].")] = None,
+    add: Annotated[bool, typer.Option("--add", help="Run --trials more on top of those already finished.")] = False,
+):
+    """Run a sweep until the study holds --trials finished trials; a rerun resumes, never overshoots."""
+    from model import resolve_device
+
+    from .runner import Interrupted, run_sweep
+
+    spec, source = _resolve(study, data)
+    try:
+        resolve_device(device)
+    except ValueError as e:
+        raise SweepError(str(e)) from None
+    dataset = load_dataset(source, spec.data.split, n_images=spec.data.n_images, val_fraction=spec.data.val_fraction,
+                           seed=spec.data.seed, paper_n_train=spec.data.paper_n_train)
+    url = normalize(storage)
+    d = dataset.describe()
+    typer.echo(f"study '{name or spec.name}' ({spec.path}) on {d['data_name']} [{d['data_source']}, "
+               f"{d['split']} split: {d['n_train']} train / {d['n_val']} val / {d['n_test']} test] -> {mask(url)}",
+               err=True)
+    st = open_storage(url, create=True)
+    try:
+        summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
+                            timeout_s=timeout, seed=seed)
+    except Interrupted:
+        typer.echo("sweep: interrupted; the running trial was marked FAIL. Run the same command to resume.",
+                   err=True)
+        raise typer.Exit(130)
+    best = (f"best val {summary.best_value:.2%} (trial {summary.best_number})"
+            if summary.best_value is not None else "no complete trial")
+    stop = {"timeout": " (stopped by --timeout)", "grid": " (the grid is exhausted)"}.get(summary.stopped_by, "")
+    typer.echo(f"study '{summary.study_name}': {summary.finished}/{summary.target} finished{stop} "
+               f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed); {best}")
+    if url.startswith("sqlite"):
+        typer.echo(f"browse it: optuna-dashboard {url}")
+
+
+@app.command()
+@friendly
+def studies(storage: StorageOpt = DEFAULT_STORAGE):
+    """List the studies in a storage: trials by state and the best value."""
+    from .stored import study_rows
+
+    rows = study_rows(open_storage(storage, create=False))
+    if not rows:
+        typer.echo(f"no studies in {mask(normalize(storage))}")
+        return
+    header = f"{'study':<24} {'data':<10} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8} {'best val':>9}"
+    typer.echo(header)
+    for r in rows:
+        best = f"{r['best_value']:.2%}" if r["best_value"] is not None else "-"
+        typer.echo(f"{r['study']:<24} {r['data']:<10} {r['complete']:>8} {r['pruned']:>7} {r['failed']:>7} "
+                   f"{r['running']:>8} {best:>9}")
+
+
+@app.command()
+@friendly
+def best(
+    study: Annotated[Optional[str], typer.Option(help="Stored study name [default: the only one].")] = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+):
+    """Print the best trial of a study: value, parameters and how it was measured."""
+    from .stored import best_trial_lines, pick_study
+
+    s = pick_study(open_storage(storage, create=False), study)
+    for line in best_trial_lines(s):
+        typer.echo(line)
+
+
+def main() -> None:
+    app(prog_name="sweep")
+
+
+if __name__ == "__main__":
+    main()

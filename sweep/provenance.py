@@ -1,0 +1,44 @@
+"""What a result needs to be redone: library versions and the git commit of this code."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+
+@functools.cache
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("sweep", "torch", "optuna", "numpy", "pandas"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def versions_line() -> str:
+    return " ".join(f"{k}={v}" for k, v in versions().items())
+
+
+@functools.cache
+def git_commit() -> str:
+    """HEAD of the checkout this code runs from, '+dirty' when it has local changes; 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def host() -> str:
+    return socket.gethostname()

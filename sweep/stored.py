@@ -1,0 +1,59 @@
+"""Reading stored studies back: the list of studies, picking one, the best trial."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState
+
+from .errors import SweepError
+
+
+def study_rows(storage) -> list[dict]:
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        count = {s: sum(t.state == s for t in trials) for s in TrialState}
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        rows.append({
+            "study": summary.study_name,
+            "data": summary.user_attrs.get("data_name", "?"),
+            "complete": count[TrialState.COMPLETE],
+            "pruned": count[TrialState.PRUNED],
+            "failed": count[TrialState.FAIL],
+            "running": count[TrialState.RUNNING],
+            "best_value": max((t.value for t in complete), default=None),
+        })
+    return rows
+
+
+def pick_study(storage, name: str | None) -> optuna.Study:
+    names = optuna.get_all_study_names(storage)
+    if name is None:
+        if len(names) == 1:
+            name = names[0]
+        elif not names:
+            raise SweepError("the storage holds no study")
+        else:
+            raise SweepError(f"the storage holds several studies; pick one with --study ({', '.join(sorted(names))})")
+    if name not in names:
+        raise SweepError(f"no study '{name}' in the storage (studies: {', '.join(sorted(names)) or 'none'})")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def best_trial_lines(study: optuna.Study) -> list[str]:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise SweepError(f"study '{study.study_name}' has no complete trial yet")
+    t = study.best_trial
+    a = t.user_attrs
+    lines = [f"study '{study.study_name}' on {study.user_attrs.get('data_name', '?')}: best trial {t.number}",
+             f"  val accuracy   {t.value:.4f}  (final epoch)"]
+    if "test_acc" in a:
+        lines.append(f"  test accuracy  {a['test_acc']:.4f}")
+    for k, v in t.params.items():
+        lines.append(f"  {k:<14} {v:.4g}" if isinstance(v, float) else f"  {k:<14} {v}")
+    for k in ("epochs_run", "train_s", "images_per_s", "device_name", "precision", "seed", "git_commit"):
+        if k in a:
+            lines.append(f"  {k:<14} {a[k]}")
+    return lines

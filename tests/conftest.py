@@ -1,0 +1,107 @@
+"""Shared fixtures: an isolated cache, tiny FER2013 files in every format, a tiny study file."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import data as fer
+
+USAGES = ("Training", "PublicTest", "PrivateTest")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache and no ambient FER2013 or study overrides."""
+    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("SWEEP_DATA", raising=False)
+    monkeypatch.delenv("SWEEP_STUDIES", raising=False)
+
+
+def make_rows(n_per_usage=(14, 7, 7), seed=0):
+    """Tiny labelled images: (images uint8 (N,48,48), labels, usage names), every class present."""
+    rng = np.random.default_rng(seed)
+    images, labels, usage = [], [], []
+    for name, n in zip(USAGES, n_per_usage):
+        for i in range(n):
+            images.append(rng.integers(0, 256, (48, 48), dtype=np.uint8))
+            labels.append(i % 7)
+            usage.append(name)
+    return np.stack(images), np.array(labels), usage
+
+
+def write_csv(path: Path, images, labels, usage=None, *, icml=False, gz=False) -> Path:
+    sep = ", " if icml else ","
+    cols = ["emotion", "pixels"] + (["Usage"] if usage is not None else [])
+    lines = [sep.join(cols)]
+    for i, (img, y) in enumerate(zip(images, labels)):
+        row = [str(int(y)), " ".join(map(str, img.ravel().tolist()))]
+        if usage is not None:
+            row.append(usage[i])
+        lines.append(",".join(row))
+    text = "\n".join(lines) + "\n"
+    if gz:
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def rows():
+    return make_rows()
+
+
+@pytest.fixture
+def kaggle_csv(tmp_path, rows):
+    images, labels, usage = rows
+    return write_csv(tmp_path / "fer2013.csv", images, labels, usage)
+
+
+@pytest.fixture
+def tiny_study(tmp_path) -> Path:
+    """A study small enough that a trial takes about a second on a CPU."""
+    p = tmp_path / "tiny.toml"
+    p.write_text("""
+description = "test study"
+seed = 3
+[data]
+source = "synthetic"
+n_images = 240
+[fixed]
+width = 0.0625
+[search]
+epochs = { low = 1, high = 2 }
+batch_size = { choices = [32, 64] }
+lr = { low = 1e-3, high = 0.1, log = true }
+optimizer = { choices = ["sgd", "adam"] }
+[sampler]
+name = "tpe"
+n_startup_trials = 2
+[pruner]
+name = "median"
+n_startup_trials = 2
+""")
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tests are tiny: one torch thread avoids oversubscribing a 2-core machine under xdist or CI."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def env_for_subprocess(**extra) -> dict:
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env

@@ -1,0 +1,238 @@
+"""The real thing, small: `sweep run` into a temporary SQLite file, read back with plain Optuna."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from sweep.cli import app
+from tests.conftest import make_rows, write_csv
+
+runner = CliRunner()
+
+
+def sweep(*args, cwd=None):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def db(tmp_path):
+    return f"sqlite:///{tmp_path / 'sweep.db'}"
+
+
+def finished(study):
+    return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def test_run_three_trials_into_sqlite(tmp_path, tiny_study):
+    r = sweep("run", "--trials", 3, "--study", tiny_study, "--storage", db(tmp_path), "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "3/3 finished" in r.output
+    study = optuna.load_study(study_name="tiny", storage=db(tmp_path))
+    assert len(finished(study)) == 3 and len(study.trials) == 3
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    sa = study.user_attrs
+    assert sa["data_name"] == "synthetic" and sa["n_train"] + sa["n_val"] + sa["n_test"] == 240
+    assert json.loads(sa["definition"])["fixed"]["width"] == 0.0625
+    assert "torch=" in sa["versions"] and sa["git_commit"]
+    for t in study.trials:
+        a = t.user_attrs
+        assert set(t.params) == {"epochs", "batch_size", "lr", "optimizer"}
+        for key in ("test_acc", "train_s", "images_per_s", "device_name", "epochs_run", "n_params",
+                    "data_name", "data_hash", "seed", "versions", "git_commit"):
+            assert key in a, key
+        assert a["data_name"] == "synthetic" and a["device"] == "cpu"
+        assert len(t.intermediate_values) == a["epochs_run"]
+        if t.state == TrialState.COMPLETE:
+            assert t.value == t.intermediate_values[a["epochs_run"]]  # the final epoch's val accuracy
+    seeds = [t.user_attrs["seed"] for t in study.trials]
+    assert len(set(seeds)) == 3
+
+
+def test_budget_is_the_studys_and_resume_runs_only_the_remainder(tmp_path, tiny_study):
+    args = ["--study", tiny_study, "--storage", db(tmp_path), "--device", "cpu"]
+    assert sweep("run", "--trials", 2, *args).exit_code == 0
+    r = sweep("run", "--trials", 2, *args)
+    assert r.exit_code == 0 and "2/2 finished" in r.output
+    study = optuna.load_study(study_name="tiny", storage=db(tmp_path))
+    assert len(study.trials) == 2  # nothing more ran
+    assert sweep("run", "--trials", 3, *args).exit_code == 0
+    assert len(optuna.load_study(study_name="tiny", storage=db(tmp_path)).trials) == 3
+    assert sweep("run", "--trials", 2, "--add", *args).exit_code == 0
+    assert len(finished(optuna.load_study(study_name="tiny", storage=db(tmp_path)))) == 5
+
+
+def test_studies_and_best_commands(tmp_path, tiny_study):
+    sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--name", "alpha")
+    r = sweep("studies", "--storage", db(tmp_path))
+    assert r.exit_code == 0 and "alpha" in r.output and "synthetic" in r.output
+    r = sweep("best", "--storage", db(tmp_path))
+    study = optuna.load_study(study_name="alpha", storage=db(tmp_path))
+    assert r.exit_code == 0 and f"best trial {study.best_trial.number}" in r.output
+    assert f"{study.best_value:.4f}" in r.output
+
+
+def test_study_name_clash_with_other_data_is_refused(tmp_path, tiny_study):
+    sweep("run", "--trials", 1, "--study", tiny_study, "--storage", db(tmp_path))
+    text = tiny_study.read_text().replace("n_images = 240", "n_images = 250")
+    other = tmp_path / "sub"
+    other.mkdir()
+    (other / "tiny.toml").write_text(text)
+    r = sweep("run", "--trials", 2, "--study", other / "tiny.toml", "--storage", db(tmp_path))
+    assert r.exit_code == 2 and "already exists with a different" in r.output
+
+
+def test_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    p = tmp_path / "div.toml"
+    p.write_text("""
+[data]
+n_images = 200
+[fixed]
+width = 0.0625
+epochs = 2
+precision = "fp32"
+[search]
+lr = { choices = [1e9, 1e-3] }
+[sampler]
+name = "grid"
+""")
+    r = sweep("run", "--trials", 2, "--study", p, "--storage", db(tmp_path))
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name="div", storage=db(tmp_path))
+    by_lr = {t.params["lr"]: t for t in study.trials}
+    assert by_lr[1e9].state == TrialState.PRUNED and "diverged" in by_lr[1e9].user_attrs["fail_reason"]
+    assert by_lr[1e-3].state == TrialState.COMPLETE
+
+
+def _bad_inputs(tmp_path):
+    images, labels, usage = make_rows()
+    bad = tmp_path / "bad.csv"
+    write_csv(bad, images, labels, usage)
+    bad.write_text(bad.read_text().replace(",Training", ",Nope", 1))
+    bad_study = tmp_path / "bad.toml"
+    bad_study.write_text("[search]\nlr = { low = 0.1, high = 0.01 }\n")
+    return {
+        "missing data": (["--data", tmp_path / "nope.csv"], "nope.csv: no such file"),
+        "bad usage": (["--data", bad], "row 2: Usage 'Nope'"),
+        "bad study": (["--study", bad_study], "search.lr: low"),
+        "unknown study": (["--study", "nope"], "unknown study 'nope'"),
+        "unknown device": (["--device", "tpu", "--data", "synthetic"], "unsupported device 'tpu'|unknown device"),
+        "missing cuda": (["--device", "cuda:3", "--data", "synthetic"], "CUDA is not available"),
+    }
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    for name, (args, expected) in _bad_inputs(tmp_path).items():
+        r = sweep("run", "--trials", 1, "--storage", db(tmp_path), *args)
+        assert r.exit_code == 2, (name, r.output)
+        lines = [l for l in r.output.splitlines() if l.startswith("sweep: error")]
+        assert len(lines) == 1 and __import__("re").search(expected, lines[0]), (name, r.output)
+        assert "Traceback" not in r.output
+        assert not (tmp_path / "sweep.db").exists(), name
+
+
+def test_bad_input_leaves_an_existing_storage_untouched(tmp_path, tiny_study):
+    sweep("run", "--trials", 1, "--study", tiny_study, "--storage", db(tmp_path))
+    path = tmp_path / "sweep.db"
+    before = sqlite3.connect(path).execute("select count(*) from trials").fetchone()
+    for args, _ in _bad_inputs(tmp_path).values():
+        assert sweep("run", "--trials", 1, "--storage", db(tmp_path), *args).exit_code == 2
+    assert sqlite3.connect(path).execute("select count(*) from trials").fetchone() == before
+
+
+def test_reading_commands_never_create_a_storage(tmp_path):
+    for cmd in ("studies", "best"):
+        r = sweep(cmd, "--storage", db(tmp_path))
+        assert r.exit_code == 2 and "no such file" in r.output
+    assert not (tmp_path / "sweep.db").exists()
+
+
+def test_unwritable_storage_and_unknown_scheme(tmp_path):
+    r = sweep("run", "--trials", 1, "--data", "synthetic", "--storage", f"sqlite:///{tmp_path}/no/dir/x.db")
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = sweep("run", "--trials", 1, "--data", "synthetic", "--storage", "mongodb://u:secret@h/db")
+    assert r.exit_code == 2 and "unsupported scheme" in r.output and "secret" not in r.output
+
+
+def test_fresh_clone_default_falls_back_to_quick_on_synthetic(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from sweep.cli import _resolve
+
+    spec, source = _resolve(None, None)
+    assert spec.name == "quick" and source == "synthetic"
+    (tmp_path / "data").mkdir()
+    images, labels, usage = make_rows()
+    write_csv(tmp_path / "data" / "fer2013.csv", images, labels, usage)
+    spec, source = _resolve(None, None)
+    assert spec.name == "default" and source == "data/fer2013.csv"
+    monkeypatch.setenv("SWEEP_DATA", str(tmp_path / "elsewhere.csv.gz"))
+    assert _resolve(None, None)[1] == str(tmp_path / "elsewhere.csv.gz")
+
+
+def test_ctrl_c_marks_the_running_trial_failed_and_exits_130(tmp_path):
+    study_file = tmp_path / "slow.toml"
+    study_file.write_text("""
+[data]
+n_images = 600
+[fixed]
+width = 0.25
+epochs = 50
+""")
+    url = db(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--trials", "3", "--study", str(study_file),
+                             "--storage", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[1])
+    deadline = time.time() + 120
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="slow", storage=url)
+            running = [t for t in study.trials if t.state == TrialState.RUNNING and t.intermediate_values]
+        except Exception:
+            pass
+    assert running, "no trial reached its first epoch"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    study = optuna.load_study(study_name="slow", storage=url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert "interrupted" in study.trials[0].user_attrs["fail_reason"]
+
+
+def test_kill_9_then_rerun_recovers_the_abandoned_trial(tmp_path, tiny_study):
+    study_file = tmp_path / "slow.toml"
+    study_file.write_text(tiny_study.read_text().replace("epochs = { low = 1, high = 2 }", "epochs = { low = 15, high = 15 }"))
+    url = db(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--trials", "2", "--study", str(study_file),
+                             "--storage", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=Path(__file__).parents[1])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            if any(t.intermediate_values for t in optuna.load_study(study_name="slow", storage=url).trials):
+                break
+        except Exception:
+            pass
+    proc.kill()
+    proc.wait()
+    study = optuna.load_study(study_name="slow", storage=url)
+    assert [t.state for t in study.trials] == [TrialState.RUNNING]
+    r = sweep("run", "--trials", 1, "--study", study_file, "--storage", url)
+    assert r.exit_code == 0, r.output
+    trials = optuna.load_study(study_name="slow", storage=url).trials
+    assert trials[0].state == TrialState.FAIL and "abandoned" in trials[0].user_attrs["fail_reason"]
+    assert trials[1].state == TrialState.COMPLETE and trials[1].params == trials[0].params
+    assert trials[1].user_attrs["seed"] == trials[0].user_attrs["seed"]
+    assert trials[1].user_attrs["retry_of"] == 0 and len(trials) == 2
