@@ -43,6 +43,7 @@ class TrainResult:
     device_name: str
     precision: str  # what ran: bf16 or fp32
     val_confusion: list[list[int]]  # [true][predicted] counts on val, final model
+    test_confusion: list[list[int]] | None  # the same on test; None without a test split
     model: nn.Module | None = field(default=None, repr=False)
 
 
@@ -149,7 +150,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "au
             stop_reason = "stopped" if epoch < cfg.epochs else "completed"
             break
 
-    test_acc = evaluate(model, x_test, y_test, autocast)[0] if has_test else None
+    test_acc, test_confusion = evaluate(model, x_test, y_test, autocast) if has_test else (None, None)
     return TrainResult(
         history=history,
         val_acc=history[-1]["val_acc"],
@@ -164,6 +165,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "au
         device_name=device_name(dev),
         precision="bf16" if bf16 else "fp32",
         val_confusion=confusion.tolist(),
+        test_confusion=test_confusion.tolist() if test_confusion is not None else None,
         model=model if keep_model else None,
     )
 

@@ -65,7 +65,7 @@ def count_finished(study: optuna.Study) -> int:
 def study_attrs(spec: StudySpec, data: Dataset, seed: int) -> dict:
     return {
         "study_file": spec.path,
-        "definition": json.dumps(spec.raw, sort_keys=True, default=str),
+        "definition": json.dumps(spec.raw, default=str),
         "description": spec.description,
         "seed": seed,
         **data.describe(),
@@ -233,6 +233,7 @@ def _run_trial(trial: optuna.Trial, spec: StudySpec, data: Dataset, device: str,
     }
     if result.test_acc is not None:
         attrs["test_acc"] = result.test_acc
+        attrs["test_confusion"] = json.dumps(result.test_confusion)
     for k, v in attrs.items():
         trial.set_user_attr(k, v)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import optuna
 from optuna.trial import TrialState
 
@@ -53,6 +55,9 @@ def best_trial_lines(study: optuna.Study) -> list[str]:
         lines.append(f"  test accuracy  {a['test_acc']:.4f}")
     for k, v in t.params.items():
         lines.append(f"  {k:<14} {v:.4g}" if isinstance(v, float) else f"  {k:<14} {v}")
+    fixed = json.loads(study.user_attrs.get("definition", "{}")).get("fixed", {})
+    if fixed:
+        lines.append("  fixed          " + ", ".join(f"{k}={v}" for k, v in sorted(fixed.items())))
     for k in ("epochs_run", "train_s", "images_per_s", "device_name", "precision", "seed", "git_commit"):
         if k in a:
             lines.append(f"  {k:<14} {a[k]}")
