@@ -139,6 +139,71 @@ def best(
         typer.echo(line)
 
 
+@app.command()
+@friendly
+def dashboard(
+    storage: StorageOpt = DEFAULT_STORAGE,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but localhost exposes the studies.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
+    artifact_dir: Annotated[Optional[str], typer.Option(help="Folder of a FileSystemArtifactStore to show.")] = None,
+):
+    """Serve optuna-dashboard on a study storage (safe while a sweep writes it)."""
+    from .dashboard import serve
+
+    try:
+        serve(storage, host, port, artifact_dir, lambda line: typer.echo(line, err=True))
+    except KeyboardInterrupt:
+        raise typer.Exit(0)
+
+
+def _write(text: str, output: Optional[Path]) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise SweepError(f"cannot write {output}: {e.strerror or e}") from None
+    typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+@friendly
+def export(
+    study: Annotated[Optional[str], typer.Option(help="Stored study name [default: the only one].")] = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    format: Annotated[str, typer.Option("--format", "-f", help="csv, md, latex, json or html.")] = "md",
+    top: Annotated[int, typer.Option(min=1, help="How many of the best complete trials.")] = 10,
+    by: Annotated[Optional[str], typer.Option(help="Best trial per value of this parameter, e.g. optimizer.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+):
+    """Export the best-params table: rank, trial, parameters, val/test accuracy, train seconds, device."""
+    from .export import FORMATS, render, select
+    from .results import load_results
+    from .stored import pick_study
+
+    if format not in FORMATS:
+        raise SweepError(f"unknown format '{format}' (choose from {', '.join(FORMATS)})")
+    res = load_results(pick_study(open_storage(storage, create=False), study))
+    _write(render(res, select(res, top, by), format), output)
+
+
+@app.command()
+@friendly
+def report(
+    study: Annotated[Optional[list[str]], typer.Option(help="Stored study name; repeat to compare studies.")] = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+):
+    """Write a self-contained HTML report (opens offline): plots, confusion matrix, best-params table."""
+    from .report import build_report
+    from .stored import pick_study
+
+    st = open_storage(storage, create=False)
+    studies = [pick_study(st, name) for name in (study or [None])]
+    _write(build_report(studies), output)
+
+
 def main() -> None:
     app(prog_name="sweep")
 

@@ -105,3 +105,48 @@ def env_for_subprocess(**extra) -> dict:
     env = dict(os.environ)
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+TINY_STUDY = """
+description = "test study"
+seed = 3
+[data]
+source = "synthetic"
+n_images = 240
+[fixed]
+width = 0.0625
+[search]
+epochs = { low = 1, high = 3 }
+batch_size = { choices = [32, 64] }
+lr = { low = 1e-3, high = 0.1, log = true }
+optimizer = { choices = ["sgd", "adam"] }
+[sampler]
+name = "tpe"
+n_startup_trials = 3
+[pruner]
+name = "median"
+n_startup_trials = 2
+"""
+
+
+@pytest.fixture(scope="session")
+def made_study(tmp_path_factory):
+    """A study written by a real `sweep run` (8 trials), shared read-only by the reporting tests."""
+    from typer.testing import CliRunner
+
+    from sweep.cli import app
+
+    d = tmp_path_factory.mktemp("made")
+    (d / "made.toml").write_text(TINY_STUDY)
+    url = f"sqlite:///{d / 'sweep.db'}"
+    r = CliRunner().invoke(app, ["run", "--trials", "8", "--study", str(d / "made.toml"), "--storage", url])
+    assert r.exit_code == 0, r.output
+    return url, "made"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,116 @@
+"""The best-params table: csv, md, latex, json or html, byte-for-byte the same for the same study.
+
+csv and json keep full precision (for scripts); md, latex and html are for people (lr in
+scientific notation, accuracies in %).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+
+from optuna.trial import FrozenTrial
+
+from .errors import SweepError
+from .results import StudyResults, param_value
+
+FORMATS = ("csv", "md", "latex", "json", "html")
+
+
+def select(res: StudyResults, top: int, by: str | None) -> list[FrozenTrial]:
+    """The top `top` complete trials, or with `by` the best trial of each value of that parameter."""
+    if not res.complete:
+        raise SweepError(f"study '{res.name}' has no complete trial yet")
+    if by is None:
+        return res.complete[:top]
+    if by not in res.params and by not in res.fixed:
+        raise SweepError(f"--by {by}: not a parameter of study '{res.name}' (parameters: {', '.join(res.params)})")
+    best: dict = {}
+    for t in res.complete:  # best first, so the first of each group is its best
+        best.setdefault(repr(param_value(t, by, res.fixed)), t)
+    return list(best.values())
+
+
+def columns(res: StudyResults) -> list[str]:
+    return ["rank", "trial", *res.params, "val_acc", "test_acc", "train_s", "device"]
+
+
+def raw_row(res: StudyResults, rank: int, t: FrozenTrial) -> dict:
+    a = t.user_attrs
+    row = {"rank": rank, "trial": t.number}
+    row.update({p: param_value(t, p, res.fixed) for p in res.params})
+    row.update({"val_acc": t.value, "test_acc": a.get("test_acc"), "train_s": a.get("train_s"),
+                "device": a.get("device_name")})
+    return row
+
+
+def summary(res: StudyResults) -> dict:
+    c = res.counts
+    return {"study": res.name, "data": res.data_name, "complete": c["complete"], "pruned": c["pruned"],
+            "failed": c["failed"], "compute_s": round(res.compute_s, 3)}
+
+
+def summary_line(res: StudyResults) -> str:
+    s = summary(res)
+    return (f"Study '{s['study']}' on {s['data']}: {s['complete']} complete, {s['pruned']} pruned, "
+            f"{s['failed']} failed trials; {s['compute_s']:.1f} s of training in total.")
+
+
+def human(res: StudyResults, col: str, value) -> str:
+    if value is None:
+        return "-"
+    if col in ("val_acc", "test_acc"):
+        return f"{100 * value:.2f}%"
+    if col == "train_s":
+        return f"{value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.2e}" if col in res.log_params else f"{value:.4g}"
+    return str(value)
+
+
+HEADERS = {"rank": "Rank", "trial": "Trial", "val_acc": "Val acc.", "test_acc": "Test acc.",
+           "train_s": "Train s", "device": "Device"}
+
+
+def render(res: StudyResults, trials: list[FrozenTrial], fmt: str) -> str:
+    cols = columns(res)
+    rows = [raw_row(res, i + 1, t) for i, t in enumerate(trials)]
+    if fmt == "csv":
+        out = io.StringIO()
+        w = csv.DictWriter(out, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+        return out.getvalue()
+    if fmt == "json":
+        return json.dumps({"summary": summary(res), "columns": cols, "rows": rows}, indent=2) + "\n"
+    heads = [HEADERS.get(c, c) for c in cols]
+    cells = [[human(res, c, r[c]) for c in cols] for r in rows]
+    if fmt == "md":
+        lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---:" if c in ("rank", "trial") else "---" for c in cols) + "|"]
+        lines += ["| " + " | ".join(x.replace("|", "\\|") for x in row) + " |" for row in cells]
+        return "\n".join(lines) + "\n\n" + summary_line(res) + "\n"
+    if fmt == "latex":
+        esc = _latex_escape
+        lines = [f"% {summary_line(res)}", "\\begin{tabular}{" + "r" * 2 + "l" * (len(cols) - 2) + "}", "\\toprule",
+                 " & ".join(esc(h) for h in heads) + " \\\\", "\\midrule"]
+        lines += [" & ".join(esc(x) for x in row) + " \\\\" for row in cells]
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        return "\n".join(lines) + "\n"
+    if fmt == "html":
+        e = html.escape
+        head = "".join(f"<th>{e(h)}</th>" for h in heads)
+        body = "".join("<tr>" + "".join(f"<td>{e(x)}</td>" for x in row) + "</tr>\n" for row in cells)
+        return (f"<table class=\"best-params\">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
+                f"<p class=\"summary\">{e(summary_line(res))}</p>\n")
+    raise SweepError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(s: str) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in s)

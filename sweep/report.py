@@ -1,0 +1,197 @@
+"""`sweep report`: one self-contained HTML file (plotly's JavaScript inlined once) that opens offline.
+
+Per study: optimization history, parameter importances, parallel coordinates, slices, accuracy by
+optimizer, per-epoch val-accuracy curves of the top trials against pruned ones, accuracy against
+training time, the best trial's confusion matrices, and the best-params table. With several
+studies, a comparison comes first.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import warnings
+
+import optuna
+import plotly.graph_objects as go
+from optuna.trial import TrialState
+from plotly.offline import get_plotlyjs
+
+from data import CLASSES
+
+from .export import render as render_table
+from .export import select
+from .results import StudyResults, load_results, param_value
+
+TOP_CURVES = 5  # complete trials whose per-epoch curves are drawn in colour
+FIG_HEIGHT = 420  # px
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6rem; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #ccc; }
+.grid { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 1rem; }
+.figure { border: 1px solid #eee; padding: .25rem; min-height: 200px; }
+.note { color: #666; font-size: .9rem; padding: 1rem; }
+table.best-params { border-collapse: collapse; font-size: .9rem; }
+table.best-params th, table.best-params td { border-bottom: 1px solid #ddd; padding: .3rem .6rem; text-align: right; }
+.meta { color: #555; font-size: .9rem; }
+"""
+
+
+class _Figures:
+    """Collects figures as <div>s with stable ids; plotly's JS is added once for the whole page."""
+
+    def __init__(self):
+        self.count = 0
+
+    def html(self, fig: go.Figure, title: str) -> str:
+        self.count += 1
+        fig.layout.width = None  # optuna sets fixed widths; let the page size every figure
+        fig.update_layout(title=title, autosize=True, margin=dict(l=50, r=20, t=50, b=50), template="plotly_white")
+        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{self.count}",
+                          default_width="100%", default_height=f"{FIG_HEIGHT}px",
+                          config={"displaylogo": False, "responsive": True})
+        return f'<div class="figure">{div}</div>'
+
+
+def _note(title: str, text: str) -> str:
+    return f'<div class="figure note"><b>{html.escape(title)}</b><br>{html.escape(text)}</div>'
+
+
+def _optuna_plot(figs: _Figures, fn, study: optuna.Study, title: str, **kw) -> str:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = fn(study, **kw)
+    except (ValueError, RuntimeError, ZeroDivisionError, ImportError) as e:
+        return _note(title, f"not available for this study ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    return figs.html(fig, title)
+
+
+def _by_optimizer(figs: _Figures, res: StudyResults) -> str:
+    title = "Validation accuracy by optimizer (complete trials)"
+    if not res.complete:
+        return _note(title, "no complete trial yet")
+    fig = go.Figure()
+    groups: dict[str, list] = {}
+    for t in sorted(res.complete, key=lambda t: t.number):
+        groups.setdefault(str(param_value(t, "optimizer", res.fixed) or "default"), []).append(t)
+    for name in sorted(groups):
+        ts = groups[name]
+        fig.add_trace(go.Box(y=[t.value for t in ts], name=name, boxpoints="all", jitter=0.4, pointpos=0,
+                             text=[f"trial {t.number}" for t in ts]))
+    fig.update_yaxes(title="val accuracy", tickformat=".0%")
+    return figs.html(fig, title)
+
+
+def _curves(figs: _Figures, res: StudyResults) -> str:
+    title = f"Val accuracy per epoch: top {TOP_CURVES} complete trials vs pruned"
+    fig = go.Figure()
+    pruned = [t for t in res.trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    for i, t in enumerate(pruned):
+        steps = sorted(t.intermediate_values)
+        fig.add_trace(go.Scatter(x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines",
+                                 line=dict(color="rgba(150,150,150,0.45)", width=1), name="pruned",
+                                 legendgroup="pruned", showlegend=i == 0, hovertext=f"trial {t.number} (pruned)"))
+    for t in res.complete[:TOP_CURVES]:
+        steps = sorted(t.intermediate_values)
+        fig.add_trace(go.Scatter(x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines+markers",
+                                 name=f"trial {t.number} ({t.value:.1%})"))
+    if not fig.data:
+        return _note(title, "no trial has reported an epoch yet")
+    fig.update_xaxes(title="epoch")
+    fig.update_yaxes(title="val accuracy", tickformat=".0%")
+    return figs.html(fig, title)
+
+
+def _cost(figs: _Figures, res: StudyResults) -> str:
+    title = "Accuracy against training time"
+    fig = go.Figure()
+    for state, colour in ((TrialState.COMPLETE, "#1f77b4"), (TrialState.PRUNED, "#aaaaaa")):
+        ts = [t for t in res.trials if t.state == state and "train_s" in t.user_attrs]
+        if ts:
+            y = [t.value if t.value is not None else max(t.intermediate_values.values(), default=None) for t in ts]
+            fig.add_trace(go.Scatter(x=[t.user_attrs["train_s"] for t in ts], y=y, mode="markers",
+                                     name=state.name.lower(), marker=dict(color=colour, size=8),
+                                     text=[f"trial {t.number}" for t in ts]))
+    if not fig.data:
+        return _note(title, "no trial has recorded its training time yet")
+    fig.update_xaxes(title="training seconds", type="log")
+    fig.update_yaxes(title="val accuracy", tickformat=".0%")
+    return figs.html(fig, title)
+
+
+def _confusion(figs: _Figures, res: StudyResults, split: str) -> str:
+    title = f"Best trial's confusion matrix on {split} (row-normalised)"
+    if not res.complete or f"{split}_confusion" not in res.complete[0].user_attrs:
+        return "" if split == "test" else _note(title, "no complete trial with a confusion matrix yet")
+    best = res.complete[0]
+    counts = json.loads(best.user_attrs[f"{split}_confusion"])
+    rows = [[c / max(1, sum(r)) for c in r] for r in counts]
+    fig = go.Figure(go.Heatmap(z=rows, x=list(CLASSES), y=list(CLASSES), colorscale="Blues", zmin=0, zmax=1,
+                               text=counts, texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z:.1%}<extra></extra>"))
+    fig.update_yaxes(title="true", autorange="reversed")
+    fig.update_xaxes(title="predicted")
+    return figs.html(fig, f"{title}, trial {best.number}")
+
+
+def _study_section(figs: _Figures, study: optuna.Study, res: StudyResults) -> str:
+    a = res.user_attrs
+    meta = (f"{res.data_name} [{a.get('data_source', '?')}], {a.get('split', '?')} split: "
+            f"{a.get('n_train', '?')} train / {a.get('n_val', '?')} val / {a.get('n_test', '?')} test. "
+            f"Code {a.get('git_commit', '?')}; {a.get('versions', '')}.")
+    vis = optuna.visualization
+    plots = [
+        _optuna_plot(figs, vis.plot_optimization_history, study, "Optimization history"),
+        _optuna_plot(figs, vis.plot_param_importances, study, "Parameter importances"),
+        _optuna_plot(figs, vis.plot_parallel_coordinate, study, "Parallel coordinates"),
+        _optuna_plot(figs, vis.plot_slice, study, "Slice plots"),
+        _by_optimizer(figs, res),
+        _curves(figs, res),
+        _cost(figs, res),
+        _confusion(figs, res, "val"),
+        _confusion(figs, res, "test"),
+    ]
+    table = render_table(res, select(res, 10, None), "html") if res.complete else "<p>No complete trial yet.</p>"
+    return (f'<section class="study" id="study-{html.escape(res.name)}"><h2>Study {html.escape(res.name)}</h2>'
+            f'<p class="meta">{html.escape(meta)}</p><h3>Best parameters</h3>{table}'
+            f'<div class="grid">{"".join(p for p in plots if p)}</div></section>')
+
+
+def _comparison(figs: _Figures, results: list[StudyResults]) -> str:
+    fig = go.Figure()
+    rows = []
+    for res in results:
+        done = [t for t in res.trials if t.state == TrialState.COMPLETE]
+        done.sort(key=lambda t: t.number)
+        best, xs, ys = None, [], []
+        for t in done:
+            best = t.value if best is None else max(best, t.value)
+            xs.append(t.number)
+            ys.append(best)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=res.name, line_shape="hv"))
+        top = res.complete[0] if res.complete else None
+        rows.append((res.name, res.data_name, top.value if top else None, top.user_attrs.get("test_acc") if top else None,
+                     res.counts["complete"], res.counts["pruned"], res.compute_s))
+    fig.update_xaxes(title="trial")
+    fig.update_yaxes(title="best val accuracy so far", tickformat=".0%")
+    pct = lambda v: f"{100 * v:.2f}%" if v is not None else "-"  # noqa: E731
+    body = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(d)}</td><td>{pct(v)}</td><td>{pct(te)}</td>"
+                   f"<td>{c}</td><td>{p}</td><td>{s:.1f}</td></tr>" for n, d, v, te, c, p, s in rows)
+    table = ('<table class="best-params"><thead><tr><th>Study</th><th>Data</th><th>Best val</th><th>Its test</th>'
+             f"<th>Complete</th><th>Pruned</th><th>Train s</th></tr></thead><tbody>{body}</tbody></table>")
+    return f'<section id="comparison"><h2>Comparison</h2>{table}<div class="grid">{figs.html(fig, "Best so far")}</div></section>'
+
+
+def build_report(studies: list[optuna.Study]) -> str:
+    figs = _Figures()
+    results = [load_results(s) for s in studies]
+    parts = []
+    if len(studies) > 1:
+        parts.append(_comparison(figs, results))
+    parts += [_study_section(figs, s, r) for s, r in zip(studies, results)]
+    names = ", ".join(r.name for r in results)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>sweep report: {html.escape(names)}</title><style>{CSS}</style>"
+            f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head><body>"
+            f"<h1>Sweep report: {html.escape(names)}</h1>{''.join(parts)}</body></html>\n")

@@ -1,0 +1,45 @@
+"""A stored study as plain rows: what `export` and `report` both read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+
+@dataclass
+class StudyResults:
+    name: str
+    data_name: str
+    params: list[str]  # searched parameters, in the study file's order
+    log_params: set[str]  # searched on a log scale (shown in scientific notation)
+    fixed: dict
+    trials: list[FrozenTrial]  # every trial, by number
+    complete: list[FrozenTrial]  # COMPLETE, best first (ties: lower trial number first)
+    counts: dict[str, int]  # complete / pruned / failed / running / waiting
+    compute_s: float  # training seconds over all trials that recorded them
+    user_attrs: dict
+
+
+def load_results(study: optuna.Study) -> StudyResults:
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    definition = json.loads(study.user_attrs.get("definition", "{}") or "{}")
+    order = list(definition.get("search", {}))
+    seen = {k for t in trials for k in t.params}
+    params = [p for p in order if p in seen] + sorted(seen - set(order))
+    log_params = {k for t in trials for k, d in t.distributions.items()
+                  if isinstance(d, FloatDistribution) and d.log}
+    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
+    counts = {name: sum(t.state == s for t in trials) for name, s in (
+        ("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("failed", TrialState.FAIL),
+        ("running", TrialState.RUNNING), ("waiting", TrialState.WAITING))}
+    compute_s = sum(float(t.user_attrs.get("train_s", 0.0)) for t in trials)
+    return StudyResults(study.study_name, study.user_attrs.get("data_name", "?"), params, log_params,
+                        definition.get("fixed", {}), trials, complete, counts, compute_s, dict(study.user_attrs))
+
+
+def param_value(t: FrozenTrial, name: str, fixed: dict):
+    return t.params.get(name, fixed.get(name))
