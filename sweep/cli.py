@@ -204,6 +204,33 @@ def report(
     _write(build_report(studies), output)
 
 
+@app.command()
+@friendly
+def bench(
+    steps: Annotated[int, typer.Option(min=2, help="Training steps per measurement.")] = 20,
+    batch_size: Annotated[int, typer.Option(min=2, help="Images per step.")] = 128,
+    width: Annotated[float, typer.Option(min=0.01, help="Network width; 1.0 is the paper's network.")] = 1.0,
+    repeats: Annotated[int, typer.Option(min=1, help="Alternating repeats of trainer and reference.")] = 3,
+    data: Annotated[Optional[str], typer.Option(help="FER2013 file to draw the images from [default: synthetic].")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+):
+    """Measure training speed: this trainer against a paper-style per-image DataLoader pipeline."""
+    import json
+
+    from model import resolve_device
+
+    from .bench import format_bench, run_bench
+
+    try:
+        resolve_device(device)
+    except ValueError as e:
+        raise SweepError(str(e)) from None
+    result = run_bench(steps=steps, batch_size=batch_size, width=width, repeats=repeats, device=device, data=data,
+                       progress=None if json_out else (lambda line: typer.echo(line, err=True)))
+    typer.echo(json.dumps(result.to_dict(), indent=2) if json_out else format_bench(result))
+
+
 def main() -> None:
     app(prog_name="sweep")
 

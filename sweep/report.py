@@ -20,6 +20,7 @@ from plotly.offline import get_plotlyjs
 from data import CLASSES
 
 from .export import render as render_table
+from .errors import SweepError
 from .export import select
 from .results import StudyResults, load_results, param_value
 
@@ -186,6 +187,9 @@ def _comparison(figs: _Figures, results: list[StudyResults]) -> str:
 def build_report(studies: list[optuna.Study]) -> str:
     figs = _Figures()
     results = [load_results(s) for s in studies]
+    for r in results:
+        if not r.trials:
+            raise SweepError(f"study '{r.name}' has no trials yet: nothing to report")
     parts = []
     if len(studies) > 1:
         parts.append(_comparison(figs, results))

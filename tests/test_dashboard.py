@@ -95,6 +95,9 @@ def test_dashboard_bad_input(made_study, tmp_path):
     r = subprocess.run([sys.executable, "-m", "sweep.cli", "dashboard", "--storage", f"sqlite:///{missing}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no such file" in r.stderr and not missing.exists()
+    r = subprocess.run([sys.executable, "-m", "sweep.cli", "dashboard", "--storage", url, "--artifact-dir",
+                        str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--artifact-dir" in r.stderr and "no such directory" in r.stderr
 
 
 def test_dashboard_polling_while_a_sweep_writes_sqlite(tmp_path):

@@ -93,6 +93,8 @@ def test_empty_study_is_a_clear_error(tmp_path):
     optuna.create_study(study_name="empty", storage=url)
     r = sweep("export", "--storage", url)
     assert r.exit_code == 2 and "no complete trial" in r.output
+    r = sweep("report", "--storage", url, "-o", tmp_path / "r.html")
+    assert r.exit_code == 2 and "no trials yet" in r.output and not (tmp_path / "r.html").exists()
 
 
 def test_report_is_self_contained(made_study, tmp_path):
