@@ -1,6 +1,14 @@
 """Sweep orchestration: study files, Optuna storages, the run loop. The only package that imports Optuna."""
 
-from .errors import SweepError
+import warnings
+
+from optuna.exceptions import ExperimentalWarning
+
+# Heartbeats and fail_stale_trials are marked experimental in Optuna 5; we use them on purpose and
+# a warning on every command would bury the one-line messages users need to read.
+warnings.filterwarnings("ignore", category=ExperimentalWarning)
+
+from .errors import SweepError  # noqa: E402
 from .runner import RunSummary, count_finished, recover_abandoned, run_sweep, trial_seed
 from .storage import DEFAULT_STORAGE, mask, open_storage
 from .stored import best_trial_lines, pick_study, study_rows

@@ -72,6 +72,9 @@ def run(
     timeout: Annotated[Optional[float], typer.Option(min=0, help="Start no new trial after this many seconds.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Study seed [default: the study file's].")] = None,
     add: Annotated[bool, typer.Option("--add", help="Run --trials more on top of those already finished.")] = False,
+    workers: Annotated[Optional[int], typer.Option(help="Trials trained at once [default: one per GPU, or 1].")] = None,
+    gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1 [default: all].")] = None,
+    per_gpu: Annotated[Optional[int], typer.Option(min=1, help="Trials packed on each GPU.")] = None,
 ):
     """Run a sweep until the study holds --trials finished trials; a rerun resumes, never overshoots."""
     from model import resolve_device
@@ -87,13 +90,19 @@ def run(
                            seed=spec.data.seed, paper_n_train=spec.data.paper_n_train)
     url = normalize(storage)
     d = dataset.describe()
-    typer.echo(f"study '{name or spec.name}' ({spec.path}) on {d['data_name']} [{d['data_source']}, "
-               f"{d['split']} split: {d['n_train']} train / {d['n_val']} val / {d['n_test']} test] -> {mask(url)}",
-               err=True)
-    st = open_storage(url, create=True)
+    banner = (f"study '{name or spec.name}' ({spec.path}) on {d['data_name']} [{d['data_source']}, "
+              f"{d['split']} split: {d['n_train']} train / {d['n_val']} val / {d['n_test']} test] -> {mask(url)}")
+    from .locks import sqlite_writer_lock
+    from .runner import plan_workers
+
+    gpu_list = _parse_gpus(gpus)
+    plan_workers(device, workers, gpu_list, per_gpu)  # bad worker options fail before the storage is touched
     try:
-        summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
-                            timeout_s=timeout, seed=seed)
+        with sqlite_writer_lock(url):
+            st = open_storage(url, create=True)
+            typer.echo(banner, err=True)
+            summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
+                                timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu)
     except Interrupted:
         typer.echo("sweep: interrupted; the running trial was marked FAIL. Run the same command to resume.",
                    err=True)
@@ -105,6 +114,68 @@ def run(
                f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed); {best}")
     if url.startswith("sqlite"):
         typer.echo(f"browse it: optuna-dashboard {url}")
+
+
+def _parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
+    if gpus is None:
+        return None
+    try:
+        out = [int(g) for g in gpus.split(",") if g.strip()]
+    except ValueError:
+        raise SweepError(f"--gpus {gpus}: expected GPU indices like 0,1") from None
+    if not out:
+        raise SweepError("--gpus: no GPU index given")
+    return out
+
+
+@app.command()
+@friendly
+def worker(
+    study: Annotated[str, typer.Option(help="Name of the stored study to join.")],
+    storage: StorageOpt = DEFAULT_STORAGE,
+    data: Annotated[Optional[str], typer.Option(help="The study's data on this machine [default: its recorded path].")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[Optional[int], typer.Option(help="Trials trained at once [default: one per GPU, or 1].")] = None,
+    gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1 [default: all].")] = None,
+    per_gpu: Annotated[Optional[int], typer.Option(min=1, help="Trials packed on each GPU.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=0, help="Start no new trial after this many seconds.")] = None,
+):
+    """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
+    import json
+
+    from data import load_dataset
+
+    from .locks import sqlite_writer_lock
+    from .runner import Interrupted, plan_workers, run_sweep
+    from .stored import pick_study
+    from .study_file import parse_study
+
+    url = normalize(storage)
+    gpu_list = _parse_gpus(gpus)
+    plan_workers(device, workers, gpu_list, per_gpu)
+    st = open_storage(url, create=False)
+    s = pick_study(st, study)
+    attrs = s.user_attrs
+    if "definition" not in attrs or "target_trials" not in attrs:
+        raise SweepError(f"study '{study}' was not made by `sweep run`; start it with sweep run first")
+    spec = parse_study(json.loads(attrs["definition"]), Path(attrs.get("study_file", study)))
+    source = data or attrs["data_source"]
+    d = spec.data
+    dataset = load_dataset(source, d.split, n_images=d.n_images, val_fraction=d.val_fraction, seed=d.seed,
+                           paper_n_train=d.paper_n_train)
+    if dataset.content_hash != attrs.get("data_hash"):
+        raise SweepError(f"{source}: not the data study '{study}' runs on (content hash {dataset.content_hash}, "
+                         f"study has {attrs.get('data_hash')})")
+    typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
+    try:
+        with sqlite_writer_lock(url):
+            summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
+                                timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
+                                gpus=gpu_list, per_gpu=per_gpu)
+    except Interrupted:
+        typer.echo("sweep: interrupted; the running trials were marked FAIL.", err=True)
+        raise typer.Exit(130)
+    typer.echo(f"study '{study}': {summary.finished}/{summary.target} finished; this worker ran {summary.ran}")
 
 
 @app.command()

@@ -6,6 +6,7 @@ instead of leaving an empty database behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -19,6 +20,10 @@ from .errors import SweepError
 
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 SQLITE_TIMEOUT_S = 60  # how long a writer waits for a lock before SQLite gives up
+# How often the coordinator writes a running trial's heartbeat (s), and how old a heartbeat may
+# get before its trial is taken as abandoned (s). The environment overrides them (tests shorten them).
+HEARTBEAT_S = int(os.environ.get("SWEEP_HEARTBEAT_S", 5))
+GRACE_S = int(os.environ.get("SWEEP_GRACE_S", 30))
 
 
 def mask(url: str) -> str:
@@ -74,13 +79,45 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
         raise SweepError(f"storage '{mask(url)}': unsupported scheme '{u.drivername}' "
                          "(use sqlite:///FILE or postgresql://USER@HOST/DB)")
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except ModuleNotFoundError as e:
-        raise SweepError(f"storage '{mask(url)}': driver missing ({e.name}); "
-                         "install the postgres extra: pip install 'sweep[postgres]'") from None
+        with _schema_lock(url, backend):
+            # Heartbeats let any process tell a dead process's RUNNING trials from live ones.
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                              grace_period=GRACE_S, heartbeat_stale_trial_callback=_requeue_stale)
+    except ImportError:
+        raise SweepError(f"storage '{mask(url)}': no database driver for '{u.drivername}'; "
+                         "for PostgreSQL install the postgres extra: pip install -e '.[postgres]'") from None
     except Exception as e:  # SQLAlchemy wraps connection failures in many types
         first = str(getattr(e, "orig", e) or type(e).__name__).strip().splitlines()[0]
         raise SweepError(f"storage '{mask(url)}': cannot open ({mask(first)})") from None
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, backend: str):
+    """Workers starting at once on a fresh PostgreSQL database would race to create Optuna's
+    tables (duplicate-key errors); an advisory lock lets one create them and the rest find them."""
+    if backend != "postgresql":
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_lock(7342001)"))
+            con.commit()
+            try:
+                yield
+            finally:
+                con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(7342001)"))
+                con.commit()
+    finally:
+        engine.dispose()
+
+
+def _requeue_stale(study, trial) -> None:
+    from .runner import requeue_stale  # the run loop owns re-queueing
+
+    requeue_stale(study, trial)
 
 
 def _enable_wal(path: Path) -> None:

@@ -1,0 +1,63 @@
+"""Who may write a storage, and when.
+
+SQLite: one writer process per file (several corrupt nothing but fail with "database is locked"),
+so a coordinator holds an exclusive lock file beside the database for its whole run.
+PostgreSQL: many writers; checking the budget and asking for a trial happen under a
+transaction-free advisory lock, so N workers never start more than the study's budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+
+from sqlalchemy import text
+
+from .errors import SweepError
+from .storage import sqlite_path
+
+
+@contextlib.contextmanager
+def sqlite_writer_lock(url: str):
+    path = sqlite_path(url)
+    if path is None or not os.access(path.parent, os.W_OK):
+        yield  # not SQLite, or a directory open_storage will refuse with a clear message
+        return
+    lock_path = Path(f"{path}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise SweepError(f"another sweep (pid {other}) is writing {path}; SQLite takes one writer: "
+                             "wait for it, or use PostgreSQL (--storage postgresql://...) for several") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock; the file stays (removing it would race)
+
+
+def _key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"sweep:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def budget_lock(storage, study_name: str):
+    """Serialise 'count, then ask' across processes on PostgreSQL; a no-op elsewhere."""
+    engine = getattr(storage, "engine", None)
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as con:
+        con.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _key(study_name)})
+        con.commit()
+        try:
+            yield
+        finally:
+            con.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _key(study_name)})
+            con.commit()

@@ -1,0 +1,202 @@
+"""The fault suite: parallel workers, kill -9 of workers and coordinators, OOM, on SQLite and PostgreSQL.
+
+Every test ends by checking the budget exactly: N finished trials, none left RUNNING, and no
+COMPLETE trial duplicated (a re-queued trial reruns the same parameters and seed only once).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import TINY_STUDY
+
+ROOT = Path(__file__).resolve().parents[1]
+FIN = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def cli(*args, env=None, **kw) -> subprocess.Popen:
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "sweep.cli", *map(str, args)], cwd=ROOT, env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def finish(p: subprocess.Popen, timeout=240) -> tuple[int, str, str]:
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def load(url, name):
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def wait_for(pred, timeout=120, every=0.3):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            got = pred()
+            if got:
+                return got
+        except Exception:  # the study may not exist yet
+            pass
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+def assert_exact_budget(url, name, n):
+    trials = load(url, name).trials
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == n, states
+    assert states[TrialState.RUNNING] == 0 and states[TrialState.WAITING] == 0, states
+    done = [(tuple(sorted(t.params.items())), t.user_attrs.get("seed")) for t in trials if t.state in FIN]
+    assert len(done) == len(set(done)), "a trial ran to the end twice"
+    return trials
+
+
+def study_file(tmp_path, epochs="{ low = 1, high = 3 }", name="s"):
+    p = tmp_path / f"{name}.toml"
+    p.write_text(TINY_STUDY.replace("epochs = { low = 1, high = 3 }", f"epochs = {epochs}"))
+    return p
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'f.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_three_workers_share_one_postgres_study(pg_url, tmp_path):
+    f = study_file(tmp_path)
+    n, name = 12, "three"
+    run = cli("run", "--trials", n, "--study", f, "--name", name, "--storage", pg_url)
+    wait_for(lambda: "target_trials" in load(pg_url, name).user_attrs)
+    joiners = [cli("worker", "--study", name, "--storage", pg_url) for _ in range(2)]
+    for p in [run, *joiners]:
+        code, out, err = finish(p)
+        assert code == 0, err
+    trials = assert_exact_budget(pg_url, name, n)
+    assert len({t.user_attrs["pid"] for t in trials}) >= 2, "the work was not shared"
+
+
+def test_two_runs_started_at_once_share_the_budget(pg_url, tmp_path):
+    f = study_file(tmp_path)
+    a = cli("run", "--trials", 8, "--study", f, "--name", "twin", "--storage", pg_url)
+    b = cli("run", "--trials", 8, "--study", f, "--name", "twin", "--storage", pg_url)
+    for p in (a, b):
+        code, _, err = finish(p)
+        assert code == 0, err
+    assert_exact_budget(pg_url, "twin", 8)
+
+
+def test_kill_9_of_a_worker_mid_trial(url, tmp_path):
+    f = study_file(tmp_path, epochs="{ low = 8, high = 8 }", name="kw")
+    run = cli("run", "--trials", 3, "--study", f, "--name", "kw", "--workers", 2, "--storage", url)
+    victim = wait_for(lambda: next((t for t in load(url, "kw").trials
+                                    if t.state == TrialState.RUNNING and t.intermediate_values), None))
+    os.kill(victim.user_attrs["worker_pid"], signal.SIGKILL)
+    code, _, err = finish(run)
+    assert code == 0, err
+    trials = assert_exact_budget(url, "kw", 3)
+    dead = trials[victim.number]
+    assert dead.state == TrialState.FAIL and "worker died" in dead.user_attrs["fail_reason"]
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].state in FIN
+    assert retry[0].params == dead.params and retry[0].user_attrs["seed"] == dead.user_attrs["seed"]
+
+
+def test_kill_9_of_the_coordinator_then_resume(url, tmp_path):
+    f = study_file(tmp_path, epochs="{ low = 8, high = 8 }", name="kc")
+    run = cli("run", "--trials", 3, "--study", f, "--name", "kc", "--workers", 2, "--storage", url)
+    wait_for(lambda: any(t.intermediate_values for t in load(url, "kc").trials if t.state == TrialState.RUNNING))
+    run.kill()
+    run.wait()
+    stuck = [t for t in load(url, "kc").trials if t.state == TrialState.RUNNING]
+    assert stuck, "nothing was running when the coordinator died"
+    again = cli("run", "--trials", 3, "--study", f, "--name", "kc", "--workers", 2, "--storage", url)
+    code, _, err = finish(again)
+    assert code == 0, err
+    trials = assert_exact_budget(url, "kc", 3)
+    for t in stuck:
+        assert trials[t.number].state == TrialState.FAIL
+        assert "abandoned" in trials[t.number].user_attrs["fail_reason"]
+
+
+def test_stale_heartbeat_from_another_host_is_failed_and_requeued(tmp_path):
+    url = f"sqlite:///{tmp_path / 'hb.db'}"
+    f = study_file(tmp_path, name="hb")
+    env = {"SWEEP_HEARTBEAT_S": "1", "SWEEP_GRACE_S": "2"}
+    code, _, err = finish(cli("run", "--trials", 1, "--study", f, "--name", "hb", "--storage", url, env=env))
+    assert code == 0, err
+    # A trial some other machine started, then lost: RUNNING, its heartbeat going stale.
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name="hb", storage=storage)
+    ghost = study.ask({"epochs": optuna.distributions.IntDistribution(1, 3),
+                       "batch_size": optuna.distributions.CategoricalDistribution([32, 64]),
+                       "lr": optuna.distributions.FloatDistribution(1e-3, 0.1, log=True),
+                       "optimizer": optuna.distributions.CategoricalDistribution(["sgd", "adam"])})
+    ghost.set_user_attr("host", "another-machine")
+    ghost.set_user_attr("pid", 1)
+    ghost.set_user_attr("seed", 77)
+    storage.record_heartbeat(ghost._trial_id)
+    time.sleep(3)
+    code, _, err = finish(cli("run", "--trials", 3, "--study", f, "--name", "hb", "--storage", url, env=env))
+    assert code == 0, err
+    trials = assert_exact_budget(url, "hb", 3)
+    assert trials[ghost.number].state == TrialState.FAIL
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == ghost.number]
+    assert len(retry) == 1 and retry[0].user_attrs["seed"] == 77 and "heartbeat" in retry[0].user_attrs["retry_reason"]
+
+
+def test_oom_is_retried_once_alone_not_blamed_on_the_parameters(tmp_path):
+    url = f"sqlite:///{tmp_path / 'oom.db'}"
+    f = study_file(tmp_path, name="oom")
+    p = cli("run", "--trials", 3, "--study", f, "--workers", 2, "--storage", url, env={"SWEEP_FAULT_OOM_ONCE": f"0:{tmp_path / 'oom-flag'}"})
+    code, _, err = finish(p)
+    assert code == 0, err
+    trials = assert_exact_budget(url, "oom", 3)
+    assert trials[0].user_attrs.get("oom_retry") is True and trials[0].state in FIN
+    assert not any(t.state == TrialState.FAIL for t in trials)
+
+
+def test_sqlite_takes_one_writer(tmp_path):
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    f = study_file(tmp_path, epochs="{ low = 8, high = 8 }", name="one")
+    first = cli("run", "--trials", 2, "--study", f, "--storage", url)
+    wait_for(lambda: load(url, "one").trials)
+    code, _, err = finish(cli("run", "--trials", 2, "--study", f, "--storage", url))
+    assert code == 2 and "another sweep" in err and "PostgreSQL" in err
+    first.send_signal(signal.SIGINT)
+    assert finish(first)[0] == 130
+
+
+BAD = [
+    (["run", "--data", "synthetic", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/test"], "cannot open"),
+    (["run", "--data", "synthetic", "--storage", "postgresql://nobody_here@127.0.0.1:5432/test"], "cannot open"),
+    (["run", "--data", "synthetic", "--storage", "redis://127.0.0.1/0"], "unsupported scheme"),
+    (["run", "--data", "synthetic", "--workers", "0"], "--workers must be at least 1"),
+    (["run", "--data", "synthetic", "--per-gpu", "2"], "--per-gpu needs a GPU"),
+    (["run", "--data", "synthetic", "--gpus", "0,1"], "--gpus needs CUDA"),
+    (["worker", "--study", "nope"], "no such file|no study"),
+]
+
+
+@pytest.mark.parametrize("args,expected", BAD)
+def test_scale_out_bad_input(tmp_path, args, expected):
+    url = f"sqlite:///{tmp_path / 'bad.db'}"
+    if "--storage" not in args:
+        args = [*args, "--storage", url]
+    code, out, err = finish(cli(*args), timeout=120)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and __import__("re").search(expected, lines[0]), err
+    assert "hunter2" not in err + out
+    assert not (tmp_path / "bad.db").exists()
