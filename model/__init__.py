@@ -1,12 +1,12 @@
 """The paper's network and a plain training function. Never imports Optuna."""
 
-from .config import DEFAULTS, HYPERPARAMETERS, OPTIMIZERS, PRECISIONS, TrainConfig
+from .config import DEFAULTS, HYPERPARAMETERS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
 from .device import cpu_has_fast_bf16, device_name, resolve_device, use_bf16
 from .net import FERNet, count_params, forward_flops
 from .train import TrainResult, accuracy_by_class, evaluate, train
 
 __all__ = [
-    "DEFAULTS", "HYPERPARAMETERS", "OPTIMIZERS", "PRECISIONS", "TrainConfig",
+    "DEFAULTS", "HYPERPARAMETERS", "LR_SCHEDULES", "OPTIMIZERS", "PRECISIONS", "TrainConfig",
     "cpu_has_fast_bf16", "device_name", "resolve_device", "use_bf16",
     "FERNet", "count_params", "forward_flops",
     "TrainResult", "accuracy_by_class", "evaluate", "train",

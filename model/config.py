@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine", "plateau")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class TrainConfig:
     nesterov: bool = False  # sgd only; needs momentum > 0
     weight_decay: float = 1e-5  # L2 penalty (decoupled for adamw); the paper's value
     augment: bool = False  # random 4-px-padded crop + horizontal flip; the paper uses none
+    label_smoothing: float = 0.0  # cross-entropy target smoothing in [0, 1); the paper uses none
+    lr_schedule: str = "constant"  # constant (the paper) | cosine (to 0 over `epochs`) | plateau (halve after 3 flat val epochs)
     width: float = 1.0  # network width multiplier; 1.0 is the paper's 42.6 M-parameter network
     seed: int = 0  # seeds weights, shuffling, dropout, RReLU slopes and augmentation
     precision: str = "auto"  # auto: bf16 autocast where the hardware runs it fast, else fp32
@@ -38,6 +41,8 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.width > 0, "width must be > 0"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -111,7 +111,13 @@ def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "au
     model = model.to(memory_format=memory_format)
     step_model = torch.compile(model) if compile else model
     optimizer = _make_optimizer(cfg, model.parameters(), fused=dev.type == "cuda")
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    if cfg.lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    elif cfg.lr_schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
+    else:
+        scheduler = None
     n = len(x_train)
     # Drop the ragged last batch: a batch of one breaks BatchNorm, and a fresh permutation each
     # epoch means every image is still seen.
@@ -161,6 +167,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "au
             "images_per_s": seen / step_s if step_s > 0 else 0.0,
         }
         history.append(record)
+        if scheduler is not None:  # per epoch; plateau watches val accuracy, the selection split
+            scheduler.step(val_acc) if cfg.lr_schedule == "plateau" else scheduler.step()
         if not math.isfinite(train_loss):
             stop_reason = "diverged"
             break

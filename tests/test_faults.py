@@ -200,3 +200,36 @@ def test_scale_out_bad_input(tmp_path, args, expected):
     assert len(lines) == 1 and __import__("re").search(expected, lines[0]), err
     assert "hunter2" not in err + out
     assert not (tmp_path / "bad.db").exists()
+
+
+def test_run_with_timeout_0_sets_up_a_study_that_workers_fill(tmp_path):
+    url = f"sqlite:///{tmp_path / 'setup.db'}"
+    f = study_file(tmp_path, name="setup")
+    code, out, err = finish(cli("run", "--trials", 2, "--study", f, "--storage", url, "--timeout", 0))
+    assert code == 0, err
+    study = load(url, "setup")
+    assert study.trials == [] and study.user_attrs["target_trials"] == 2
+    code, out, err = finish(cli("worker", "--study", "setup", "--storage", url))
+    assert code == 0, err
+    assert "2/2 finished" in out
+    assert_exact_budget(url, "setup", 2)
+
+
+def test_worker_plan_on_gpus_and_cpus(monkeypatch):
+    """GPU assignment without a GPU: the plan the coordinator follows, with CUDA faked."""
+    import torch
+
+    from sweep import SweepError
+    from sweep.runner import plan_workers
+
+    n, slots, threads = plan_workers("cpu", 2, None, None)
+    assert n == 2 and slots == [("cpu", None)] and threads == max(1, (os.cpu_count() or 1) // 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    n, slots, _ = plan_workers("auto", None, None, None)
+    assert n == 4 and [g for _, g in slots] == [0, 1, 2, 3]  # one worker per GPU by default
+    n, slots, _ = plan_workers("auto", None, [1, 3], 2)
+    assert n == 4 and sorted(g for _, g in slots) == [1, 1, 3, 3]  # two trials packed on each
+    assert plan_workers("cuda:2", None, None, None)[1] == [("cuda", 2)]
+    with pytest.raises(SweepError, match="only 4 GPU"):
+        plan_workers("auto", None, [7], None)

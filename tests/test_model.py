@@ -87,7 +87,16 @@ def test_every_optimizer_trains(tiny_data, opt):
     assert r.stop_reason == "completed"
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "plateau"])
+def test_lr_schedules_and_label_smoothing_train(tiny_data, schedule):
+    r = train(tiny_data, epochs=3, batch_size=64, lr=0.01, optimizer="sgd", momentum=0.9, nesterov=True,
+              width=0.0625, lr_schedule=schedule, label_smoothing=0.1, augment=True)
+    assert r.stop_reason == "completed" and r.epochs_run == 3
+    assert all(h["train_loss"] == h["train_loss"] for h in r.history)  # no NaN
+
+
 def test_config_rejects_nonsense():
-    for bad in [dict(lr=0), dict(optimizer="lbfgs"), dict(epochs=0), dict(nesterov=True, momentum=0.0)]:
+    for bad in [dict(lr=0), dict(optimizer="lbfgs"), dict(epochs=0), dict(nesterov=True, momentum=0.0),
+                dict(label_smoothing=1.0), dict(lr_schedule="step")]:
         with pytest.raises(ValueError):
             TrainConfig(**bad)

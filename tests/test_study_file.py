@@ -5,7 +5,12 @@ from sweep.sampling import distributions, make_pruner, make_sampler
 
 
 def test_shipped_studies_are_valid():
-    assert {"quick", "default", "paper"} <= set(shipped_studies())
+    assert {"quick", "default", "paper", "beyond"} <= set(shipped_studies())
+    beyond = load_study_file("beyond")
+    assert {"augment", "momentum", "nesterov", "weight_decay", "label_smoothing", "lr_schedule"} <= set(beyond.search)
+    from sweep.sampling import ScheduleAwarePruner
+
+    assert isinstance(make_pruner(beyond), ScheduleAwarePruner)
     quick = load_study_file("quick")
     assert quick.data.source == "synthetic"
     assert set(quick.search) == {"epochs", "batch_size", "lr", "optimizer"}
@@ -84,3 +89,42 @@ reduction_factor = 3
     spec = load_study_file(str(p))
     cfg = spec.config_for({"batch_size": 32, "nesterov": True, "weight_decay": 1e-4}, seed=1)
     assert cfg.nesterov and cfg.momentum == 0.9 and cfg.seed == 1
+
+
+def test_pruner_compares_only_equal_schedules_when_the_lr_schedule_stretches(tmp_path):
+    import optuna
+
+    from sweep.sampling import ScheduleAwarePruner
+
+    p = tmp_path / "cos.toml"
+    p.write_text("""
+[fixed]
+lr_schedule = "cosine"
+[search]
+epochs = { choices = [4, 40] }
+[pruner]
+name = "median"
+n_startup_trials = 2
+n_warmup_steps = 0
+""")
+    pruner = make_pruner(load_study_file(str(p)))
+    assert isinstance(pruner, ScheduleAwarePruner)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    dist = {"epochs": optuna.distributions.CategoricalDistribution([4, 40])}
+
+    def trial_with(epochs):
+        study.enqueue_trial({"epochs": epochs})
+        return study.ask(dist)
+
+    # Two short runs good at epoch 1, two long ones poor at epoch 1 (their lr is still high).
+    for epochs, v in [(4, 0.6), (4, 0.62), (40, 0.3), (40, 0.32)]:
+        t = trial_with(epochs)
+        t.report(v, 1)
+        study.tell(t, v)
+    long_run = trial_with(40)
+    long_run.report(0.33, 1)
+    # Among 40-epoch runs 0.33 is above the median: not pruned, though every 4-epoch run beat it.
+    assert not long_run.should_prune()
+    short_run = trial_with(4)
+    short_run.report(0.33, 1)
+    assert short_run.should_prune()  # among 4-epoch runs it is below the median
