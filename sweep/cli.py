@@ -75,6 +75,8 @@ def run(
     workers: Annotated[Optional[int], typer.Option(help="Trials trained at once [default: one per GPU, or 1].")] = None,
     gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1 [default: all].")] = None,
     per_gpu: Annotated[Optional[int], typer.Option(min=1, help="Trials packed on each GPU.")] = None,
+    artifact_dir: Annotated[Optional[str], typer.Option(help="Where the best trials' weights are kept [default: DB-artifacts/ beside a SQLite file, else ./artifacts].")] = None,
+    keep_top: Annotated[int, typer.Option(min=0, help="Keep the weights of this many best trials (0: none).")] = 3,
 ):
     """Run a sweep until the study holds --trials finished trials; a rerun resumes, never overshoots."""
     from model import resolve_device
@@ -102,7 +104,8 @@ def run(
             st = open_storage(url, create=True)
             typer.echo(banner, err=True)
             summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
-                                timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu)
+                                timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,
+                                artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top)
     except Interrupted:
         typer.echo("sweep: interrupted; the running trial was marked FAIL. Run the same command to resume.",
                    err=True)
@@ -114,6 +117,13 @@ def run(
                f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed); {best}")
     if url.startswith("sqlite"):
         typer.echo(f"browse it: optuna-dashboard {url}")
+
+
+def _default_artifact_dir(url: str) -> str:
+    from .storage import sqlite_path
+
+    path = sqlite_path(url)
+    return str(path.with_name(f"{path.stem}-artifacts")) if path is not None else "artifacts"
 
 
 def _parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
@@ -139,16 +149,13 @@ def worker(
     gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1 [default: all].")] = None,
     per_gpu: Annotated[Optional[int], typer.Option(min=1, help="Trials packed on each GPU.")] = None,
     timeout: Annotated[Optional[float], typer.Option(min=0, help="Start no new trial after this many seconds.")] = None,
+    artifact_dir: Annotated[Optional[str], typer.Option(help="Where the best trials' weights are kept [default: the study's].")] = None,
+    keep_top: Annotated[int, typer.Option(min=0, help="Keep the weights of this many best trials (0: none).")] = 3,
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
-    import json
-
-    from data import load_dataset
-
     from .locks import sqlite_writer_lock
     from .runner import Interrupted, plan_workers, run_sweep
-    from .stored import pick_study
-    from .study_file import parse_study
+    from .stored import pick_study, spec_and_data
 
     url = normalize(storage)
     gpu_list = _parse_gpus(gpus)
@@ -156,22 +163,16 @@ def worker(
     st = open_storage(url, create=False)
     s = pick_study(st, study)
     attrs = s.user_attrs
-    if "definition" not in attrs or "target_trials" not in attrs:
+    if "target_trials" not in attrs:
         raise SweepError(f"study '{study}' was not made by `sweep run`; start it with sweep run first")
-    spec = parse_study(json.loads(attrs["definition"]), Path(attrs.get("study_file", study)))
-    source = data or attrs["data_source"]
-    d = spec.data
-    dataset = load_dataset(source, d.split, n_images=d.n_images, val_fraction=d.val_fraction, seed=d.seed,
-                           paper_n_train=d.paper_n_train)
-    if dataset.content_hash != attrs.get("data_hash"):
-        raise SweepError(f"{source}: not the data study '{study}' runs on (content hash {dataset.content_hash}, "
-                         f"study has {attrs.get('data_hash')})")
+    spec, dataset = spec_and_data(s, data)
     typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
     try:
         with sqlite_writer_lock(url):
             summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
                                 timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
-                                gpus=gpu_list, per_gpu=per_gpu)
+                                gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top,
+                                artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
     except Interrupted:
         typer.echo("sweep: interrupted; the running trials were marked FAIL.", err=True)
         raise typer.Exit(130)
@@ -246,6 +247,7 @@ def export(
     format: Annotated[str, typer.Option("--format", "-f", help="csv, md, latex, json or html.")] = "md",
     top: Annotated[int, typer.Option(min=1, help="How many of the best complete trials.")] = 10,
     by: Annotated[Optional[str], typer.Option(help="Best trial per value of this parameter, e.g. optimizer.")] = None,
+    per_class: Annotated[bool, typer.Option("--per-class", help="Add each class's val accuracy (recall).")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
 ):
     """Export the best-params table: rank, trial, parameters, val/test accuracy, train seconds, device."""
@@ -256,7 +258,7 @@ def export(
     if format not in FORMATS:
         raise SweepError(f"unknown format '{format}' (choose from {', '.join(FORMATS)})")
     res = load_results(pick_study(open_storage(storage, create=False), study))
-    _write(render(res, select(res, top, by), format), output)
+    _write(render(res, select(res, top, by), format, per_class), output)
 
 
 @app.command()
@@ -300,6 +302,60 @@ def bench(
     result = run_bench(steps=steps, batch_size=batch_size, width=width, repeats=repeats, device=device, data=data,
                        progress=None if json_out else (lambda line: typer.echo(line, err=True)))
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_out else format_bench(result))
+
+
+@app.command()
+@friendly
+def confirm(
+    study: Annotated[Optional[str], typer.Option(help="Stored study name [default: the only one].")] = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    top: Annotated[int, typer.Option(min=1, help="How many of the best trials to re-train.")] = 3,
+    seeds: Annotated[int, typer.Option(min=1, help="New seeds per trial.")] = 3,
+    data: Annotated[Optional[str], typer.Option(help="The study's data on this machine [default: its recorded path].")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+):
+    """Re-train the top trials with new seeds and record mean and std of val and test accuracy."""
+    from model import resolve_device
+
+    from .confirm import confirm as run_confirm
+    from .locks import sqlite_writer_lock
+    from .stored import pick_study, spec_and_data
+
+    try:
+        resolve_device(device)
+    except ValueError as e:
+        raise SweepError(str(e)) from None
+    url = normalize(storage)
+    st = open_storage(url, create=False)
+    s = pick_study(st, study)
+    spec, dataset = spec_and_data(s, data)
+    with sqlite_writer_lock(url):
+        records = run_confirm(s, spec, dataset, top=top, seeds=seeds, device=device,
+                              progress=lambda line: typer.echo(line, err=True))
+    for r in records:
+        test = f", test {r['test_mean']:.2%} +- {r['test_std']:.2%}" if r["test_mean"] is not None else ""
+        typer.echo(f"trial {r['trial']}: val {r['val_mean']:.2%} +- {r['val_std']:.2%}{test} over {len(r['seeds'])} seeds")
+
+
+@app.command()
+@friendly
+def predict(
+    images: Annotated[list[str], typer.Argument(help="Image files (any size or colour; made 48x48 grayscale).")],
+    study: Annotated[Optional[str], typer.Option(help="Stored study name [default: the only one].")] = None,
+    storage: StorageOpt = DEFAULT_STORAGE,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+):
+    """Emotion probabilities for images, with the weights of the study's best kept trial."""
+    import json
+
+    from .predict import format_predictions
+    from .predict import predict as run_predict
+    from .stored import pick_study
+
+    s = pick_study(open_storage(storage, create=False), study)
+    number, rows = run_predict(s, images)
+    typer.echo(json.dumps({"trial": number, "predictions": rows}, indent=2) if json_out
+               else format_predictions(number, rows))
 
 
 def main() -> None:

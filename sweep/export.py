@@ -13,6 +13,10 @@ import json
 
 from optuna.trial import FrozenTrial
 
+from data import CLASSES
+from model import accuracy_by_class
+
+from .confirm import confirmations
 from .errors import SweepError
 from .results import StudyResults, param_value
 
@@ -33,16 +37,32 @@ def select(res: StudyResults, top: int, by: str | None) -> list[FrozenTrial]:
     return list(best.values())
 
 
-def columns(res: StudyResults) -> list[str]:
-    return ["rank", "trial", *res.params, "val_acc", "test_acc", "train_s", "device"]
+CONFIRM_COLUMNS = ["val_mean", "val_std", "test_mean", "test_std", "n_seeds"]
 
 
-def raw_row(res: StudyResults, rank: int, t: FrozenTrial) -> dict:
+def columns(res: StudyResults, per_class: bool = False) -> list[str]:
+    cols = ["rank", "trial", *res.params, "val_acc", "test_acc"]
+    if confirmations(res.user_attrs):
+        cols += CONFIRM_COLUMNS
+    if per_class:
+        cols += [f"val_acc_{c.lower()}" for c in CLASSES]
+    return cols + ["train_s", "device"]
+
+
+def raw_row(res: StudyResults, rank: int, t: FrozenTrial, per_class: bool = False) -> dict:
     a = t.user_attrs
     row = {"rank": rank, "trial": t.number}
     row.update({p: param_value(t, p, res.fixed) for p in res.params})
-    row.update({"val_acc": t.value, "test_acc": a.get("test_acc"), "train_s": a.get("train_s"),
-                "device": a.get("device_name")})
+    row.update({"val_acc": t.value, "test_acc": a.get("test_acc")})
+    confirmed = confirmations(res.user_attrs)
+    if confirmed:
+        c = confirmed.get(t.number, {})
+        row.update({"val_mean": c.get("val_mean"), "val_std": c.get("val_std"), "test_mean": c.get("test_mean"),
+                    "test_std": c.get("test_std"), "n_seeds": len(c["seeds"]) if c else None})
+    if per_class:
+        recall = accuracy_by_class(json.loads(a["val_confusion"])) if "val_confusion" in a else [None] * len(CLASSES)
+        row.update({f"val_acc_{c.lower()}": v for c, v in zip(CLASSES, recall)})
+    row.update({"train_s": a.get("train_s"), "device": a.get("device_name")})
     return row
 
 
@@ -61,7 +81,7 @@ def summary_line(res: StudyResults) -> str:
 def human(res: StudyResults, col: str, value) -> str:
     if value is None:
         return "-"
-    if col in ("val_acc", "test_acc"):
+    if col in ("val_acc", "test_acc", "val_mean", "test_mean", "val_std", "test_std") or col.startswith("val_acc_"):
         return f"{100 * value:.2f}%"
     if col == "train_s":
         return f"{value:.1f}"
@@ -71,12 +91,14 @@ def human(res: StudyResults, col: str, value) -> str:
 
 
 HEADERS = {"rank": "Rank", "trial": "Trial", "val_acc": "Val acc.", "test_acc": "Test acc.",
-           "train_s": "Train s", "device": "Device"}
+           "train_s": "Train s", "device": "Device", "val_mean": "Val mean", "val_std": "Val std",
+           "test_mean": "Test mean", "test_std": "Test std", "n_seeds": "Seeds",
+           **{f"val_acc_{c.lower()}": f"{c} (val)" for c in CLASSES}}
 
 
-def render(res: StudyResults, trials: list[FrozenTrial], fmt: str) -> str:
-    cols = columns(res)
-    rows = [raw_row(res, i + 1, t) for i, t in enumerate(trials)]
+def render(res: StudyResults, trials: list[FrozenTrial], fmt: str, per_class: bool = False) -> str:
+    cols = columns(res, per_class)
+    rows = [raw_row(res, i + 1, t, per_class) for i, t in enumerate(trials)]
     if fmt == "csv":
         out = io.StringIO()
         w = csv.DictWriter(out, fieldnames=cols, lineterminator="\n")

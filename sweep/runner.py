@@ -279,7 +279,7 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
               add: bool = False, device: str = "auto", timeout_s: float | None = None,
               seed: int | None = None, progress: bool = True, workers: int | None = None,
               gpus: list[int] | None = None, per_gpu: int | None = None,
-              data_args: dict | None = None) -> RunSummary:
+              data_args: dict | None = None, artifact_dir: str | None = None, keep_top: int = 3) -> RunSummary:
     """Run trials until the study holds its budget of finished ones (`trials`, or `trials` more with `add`)."""
     name = name or spec.name
     seed = spec.seed if seed is None else seed
@@ -302,6 +302,8 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         data_args = {"source": data.source, "split": data.split, "n_images": d.n_images,
                      "val_fraction": d.val_fraction, "seed": d.seed, "paper_n_train": d.paper_n_train}
     coordinator = _Coordinator(study, spec, dists, seed, target, timeout_s, progress)
+    if artifact_dir is not None and keep_top > 0:
+        coordinator.keep_weights(artifact_dir, keep_top)
     coordinator.stopped_by = stopped_by
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     pool = None
@@ -344,6 +346,50 @@ class _Coordinator:
         self.last_stale_check = 0.0
         best = self._best()
         self.bar = Progress(target, count_finished(study), best[0]) if progress else None
+
+    # ---- weights of the best trials
+
+    def keep_weights(self, artifact_dir: str, keep_top: int) -> None:
+        from optuna.artifacts import FileSystemArtifactStore
+
+        path = os.path.abspath(artifact_dir)
+        os.makedirs(path, exist_ok=True)
+        self.artifact_store = FileSystemArtifactStore(path)
+        self.keep_top = keep_top
+        with budget_lock(self.study._storage, self.study.study_name):
+            if self.study.user_attrs.get("artifact_dir") != path:
+                self.study.set_user_attr("artifact_dir", path)
+
+    def _save_if_top(self, w: _Worker, trial: optuna.Trial, value: float) -> None:
+        """Upload the weights of a trial that ranks in the top K, before it is told (Optuna
+        refuses artifacts on finished trials); drop the files of trials pushed out of the top K."""
+        if getattr(self, "artifact_store", None) is None:
+            return
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        better = sum(t.value > value for t in done)
+        if better >= self.keep_top:
+            return
+        from optuna.artifacts import upload_artifact
+
+        tmp = os.path.join(self.artifact_store._base_path, f".weights-{self.run_id}-{trial.number}.pt")
+        w.conn.send(("save", trial.number, tmp))
+        reply = w.conn.recv()
+        if reply[0] != "saved" or reply[2] is None:
+            return
+        try:
+            artifact_id = upload_artifact(artifact_store=self.artifact_store, file_path=tmp, study_or_trial=trial,
+                                          mimetype="application/x-pytorch")
+            trial.set_user_attr("weights_artifact", artifact_id)
+        finally:
+            os.remove(tmp)
+        ranked = sorted(done, key=lambda t: (-t.value, t.number))
+        for t in ranked[self.keep_top - 1:]:  # with this trial in, these fall out of the top K
+            aid = t.user_attrs.get("weights_artifact")
+            if aid and t.value < value:
+                try:
+                    self.artifact_store.remove(aid)
+                except Exception:  # noqa: BLE001 - already removed (ArtifactNotFound) or gone
+                    pass
 
     # ---- budget
 
@@ -484,8 +530,8 @@ class _Coordinator:
                 self.pruned.add(trial.number)
             w.conn.send("prune" if prune else "go")
         elif kind == "done":
+            self._finish(trial, msg[2], w)
             w.trial = None
-            self._finish(trial, msg[2])
         elif kind == "oom":
             w.trial = None
             if trial.number in self.oom_retried:
@@ -518,7 +564,7 @@ class _Coordinator:
 
     # ---- telling
 
-    def _finish(self, trial: optuna.Trial, result: dict) -> None:
+    def _finish(self, trial: optuna.Trial, result: dict, w: _Worker) -> None:
         pruned = trial.number in self.pruned
         attrs = {
             "val_acc": result["val_acc"],
@@ -554,6 +600,7 @@ class _Coordinator:
         elif not math.isfinite(result["val_acc"]):
             self._finish_fail(trial, "non-finite validation accuracy")
         else:
+            self._save_if_top(w, trial, result["val_acc"])
             self._tell(trial, TrialState.COMPLETE, result["val_acc"], "")
 
     def _tell(self, trial, state, value, note):

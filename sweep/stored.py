@@ -62,3 +62,26 @@ def best_trial_lines(study: optuna.Study) -> list[str]:
         if k in a:
             lines.append(f"  {k:<14} {a[k]}")
     return lines
+
+
+def spec_and_data(study: optuna.Study, data: str | None = None):
+    """The study file and data set a stored study ran on (data from its recorded path, or `data`),
+    checked against the content hash the study recorded."""
+    from pathlib import Path
+
+    from data import load_dataset
+
+    from .study_file import parse_study
+
+    attrs = study.user_attrs
+    if "definition" not in attrs:
+        raise SweepError(f"study '{study.study_name}' was not made by `sweep run`")
+    spec = parse_study(json.loads(attrs["definition"]), Path(attrs.get("study_file", study.study_name)))
+    source = data or attrs["data_source"]
+    d = spec.data
+    dataset = load_dataset(source, d.split, n_images=d.n_images, val_fraction=d.val_fraction, seed=d.seed,
+                           paper_n_train=d.paper_n_train)
+    if dataset.content_hash != attrs.get("data_hash"):
+        raise SweepError(f"{source}: not the data study '{study.study_name}' runs on (content hash "
+                         f"{dataset.content_hash}, study has {attrs.get('data_hash')}); pass --data")
+    return spec, dataset

@@ -43,6 +43,7 @@ def worker_main(conn, data_args: dict, threads: int, env: dict) -> None:
         conn.send(("error", None, f"worker could not load the data: {e}"))
         return
     conn.send(("ready", os.getpid(), dataset.content_hash))
+    last: tuple[int, object] | None = None  # (trial number, model) of the last finished trial
     oom_numbers, _, oom_flag = fault_oom_once.partition(":")
     oom_once = {int(n) for n in oom_numbers.split(",") if n.strip()}
     while True:
@@ -52,7 +53,16 @@ def worker_main(conn, data_args: dict, threads: int, env: dict) -> None:
             return  # the coordinator is gone
         if msg[0] == "stop":
             return
+        if msg[0] == "save":  # the coordinator keeps this trial's weights (it ranks in the top K)
+            _, number, path = msg
+            if last is not None and last[0] == number:
+                torch.save({k: v.detach().cpu() for k, v in last[1].state_dict().items()}, path)
+                conn.send(("saved", number, path))
+            else:
+                conn.send(("saved", number, None))
+            continue
         _, number, config, device = msg
+        last = None
 
         def on_epoch(record: dict) -> bool:
             conn.send(("epoch", number, record))
@@ -62,7 +72,7 @@ def worker_main(conn, data_args: dict, threads: int, env: dict) -> None:
             if number in oom_once and _first_claim(f"{oom_flag}.{number}"):
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
             t0 = time.perf_counter()
-            result = train(dataset, TrainConfig(**config), device=device, on_epoch=on_epoch)
+            result = train(dataset, TrainConfig(**config), device=device, on_epoch=on_epoch, keep_model=True)
             call_s = time.perf_counter() - t0
         except (BrokenPipeError, EOFError, ConnectionResetError):
             return
@@ -76,7 +86,8 @@ def worker_main(conn, data_args: dict, threads: int, env: dict) -> None:
             conn.send(("error", number, f"{type(e).__name__}: {first}"[:500],
                        traceback.format_exc(limit=3)[-2000:]))
             continue
+        last = (number, result.model)
+        result.model = None
         out = asdict(result)
-        out.pop("model", None)
         out["call_s"] = call_s  # all of train(): what the orchestration benchmark subtracts
         conn.send(("done", number, out))

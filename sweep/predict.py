@@ -1,0 +1,82 @@
+"""`sweep predict`: emotion probabilities for image files, with the best kept weights of a study."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from data import CLASSES, IMAGE_SIZE, equalize
+
+from .errors import SweepError
+from .study_file import parse_study
+
+
+def load_image(path: str) -> np.ndarray:
+    """Any image file -> (48, 48) uint8 grayscale, resized and histogram-equalised as in training."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise SweepError(f"{path}: no such file")
+    try:
+        with Image.open(p) as im:
+            im = im.convert("L")
+            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise SweepError(f"{path}: not a readable image ({type(e).__name__})") from None
+    return equalize(arr[None])[0]
+
+
+def best_with_weights(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, str]:
+    """The best complete trial whose weights are still in the artifact store, and their file."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    root = study.user_attrs.get("artifact_dir")
+    if not root or not os.path.isdir(root):
+        raise SweepError(f"study '{study.study_name}' kept no weights here (artifact dir "
+                         f"{root or 'not recorded'}); run the sweep with --keep-top K")
+    store = FileSystemArtifactStore(root)
+    ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: (-t.value, t.number))
+    for t in ranked:
+        aid = t.user_attrs.get("weights_artifact")
+        if aid and os.path.isfile(os.path.join(store._base_path, aid)):
+            return t, os.path.join(store._base_path, aid)
+    raise SweepError(f"study '{study.study_name}': no complete trial has weights in {root}")
+
+
+def predict(study: optuna.Study, images: list[str]) -> tuple[int, list[dict]]:
+    import torch
+
+    from model import FERNet
+
+    arrays = [load_image(p) for p in images]  # every file checked before any work
+    trial, weights = best_with_weights(study)
+    spec = parse_study(json.loads(study.user_attrs["definition"]), Path(study.user_attrs.get("study_file", "study")))
+    width = spec.config_for(trial.params, seed=0).width
+    net = FERNet(width)
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    net.eval()
+    x = torch.from_numpy(np.stack(arrays)).unsqueeze(1).float().div(255.0)
+    with torch.no_grad():
+        probs = torch.softmax(net(x), dim=1).numpy()
+    out = []
+    for path, p in zip(images, probs):
+        out.append({"image": path, "emotion": CLASSES[int(p.argmax())],
+                    "probabilities": {c: round(float(v), 6) for c, v in zip(CLASSES, p)}})
+    return trial.number, out
+
+
+def format_predictions(trial_number: int, rows: list[dict]) -> str:
+    lines = [f"weights of trial {trial_number}"]
+    for r in rows:
+        ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
+        lines.append(f"{r['image']}: {r['emotion']}  (" + ", ".join(f"{c} {v:.1%}" for c, v in ranked[:3]) + ")")
+    return "\n".join(lines)
