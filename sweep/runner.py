@@ -343,6 +343,7 @@ class _Coordinator:
         self.oom_waiting: dict[int | None, optuna.Trial] = {}  # gpu -> trial to retry alone there
         self.oom_retried: set[int] = set()
         self.pruned: set[int] = set()  # trials the pruner stopped
+        self.configs: dict[int, dict] = {}  # trial number -> its TrainConfig, for retries
         self.last_stale_check = 0.0
         best = self._best()
         self.bar = Progress(target, count_finished(study), best[0]) if progress else None
@@ -459,6 +460,7 @@ class _Coordinator:
             if any(o.trial is not None and o.gpu == w.gpu for o in pool.workers):
                 return  # the OOM retry runs alone on its GPU: hold this worker back
             del self.oom_waiting[w.gpu]
+            w.config = self.configs[waiting.number]  # the retry may land on another worker
             self._send(w, waiting)
             return
         if self._out_of_time():
@@ -480,7 +482,7 @@ class _Coordinator:
         except ValueError as e:
             self._finish_fail(trial, f"invalid configuration: {e}")
             return
-        w.config = config.to_dict()
+        w.config = self.configs[trial.number] = config.to_dict()
         self._send(w, trial)
 
     def _send(self, w: _Worker, trial: optuna.Trial) -> None:
