@@ -10,6 +10,9 @@ import time
 from typing import TextIO
 
 
+QUIET_S = 30  # seconds: in a log, an epoch line when nothing was printed for this long
+
+
 class Progress:
     def __init__(self, total: int, done: int, best: float | None, stream: TextIO | None = None):
         self.total = total
@@ -19,6 +22,7 @@ class Progress:
         self.live = self.stream.isatty()
         self.started = time.perf_counter()
         self._last = ""
+        self._last_line_at = time.perf_counter()
 
     def _bar(self, width: int = 20) -> str:
         filled = int(width * self.done / max(1, self.total))
@@ -29,8 +33,14 @@ class Progress:
         return f"[{self._bar()}] {self.done}/{self.total} trials | best val {best}"
 
     def epoch(self, number: int, epoch: int, epochs: int, val_acc: float) -> None:
+        line = f"{self._head()} | trial {number} epoch {epoch}/{epochs} val {val_acc:.2%}"
         if self.live:
-            self._draw(f"{self._head()} | trial {number} epoch {epoch}/{epochs} val {val_acc:.2%}")
+            self._draw(line)
+        elif time.perf_counter() - self._last_line_at >= QUIET_S:
+            # In a log (CI, Slurm) long trials still show signs of life, at most every QUIET_S.
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self._last_line_at = time.perf_counter()
 
     def trial_done(self, number: int, state: str, value: float | None, seconds: float, note: str = "") -> None:
         shown = f"{value:.2%}" if value is not None else "-"
@@ -41,6 +51,7 @@ class Progress:
             self._draw(self._head())
         else:
             self.stream.write(f"{self._head()} | {line}\n")
+            self._last_line_at = time.perf_counter()
         self.stream.flush()
 
     def _draw(self, text: str) -> None:

@@ -236,3 +236,21 @@ def test_kill_9_then_rerun_recovers_the_abandoned_trial(tmp_path, tiny_study):
     assert trials[1].state == TrialState.COMPLETE and trials[1].params == trials[0].params
     assert trials[1].user_attrs["seed"] == trials[0].user_attrs["seed"]
     assert trials[1].user_attrs["retry_of"] == 0 and len(trials) == 2
+
+
+def test_progress_in_a_log_prints_trials_and_throttled_epochs(monkeypatch):
+    import io
+
+    from sweep import progress
+
+    out = io.StringIO()
+    bar = progress.Progress(total=4, done=1, best=0.5, stream=out)
+    bar.epoch(1, 1, 10, 0.4)
+    assert out.getvalue() == ""  # nothing for a quick epoch
+    monkeypatch.setattr(progress, "QUIET_S", 0)
+    bar.epoch(1, 2, 10, 0.45)
+    bar.done, bar.best = 2, 0.6
+    bar.trial_done(1, "COMPLETE", 0.6, 3.2)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("1/4 trials | best val 50.00% | trial 1 epoch 2/10 val 45.00%")
+    assert "2/4 trials | best val 60.00% | trial 1 complete val 60.00% in 3.2s" in lines[1]
