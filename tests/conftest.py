@@ -65,28 +65,9 @@ def kaggle_csv(tmp_path, rows):
 
 @pytest.fixture
 def tiny_study(tmp_path) -> Path:
-    """A study small enough that a trial takes about a second on a CPU."""
+    """A study small enough that a trial takes about a second on a CPU (1-2 epochs)."""
     p = tmp_path / "tiny.toml"
-    p.write_text("""
-description = "test study"
-seed = 3
-[data]
-source = "synthetic"
-n_images = 240
-[fixed]
-width = 0.0625
-[search]
-epochs = { low = 1, high = 2 }
-batch_size = { choices = [32, 64] }
-lr = { low = 1e-3, high = 0.1, log = true }
-optimizer = { choices = ["sgd", "adam"] }
-[sampler]
-name = "tpe"
-n_startup_trials = 2
-[pruner]
-name = "median"
-n_startup_trials = 2
-""")
+    p.write_text(TINY_STUDY.replace("epochs = { low = 1, high = 3 }", "epochs = { low = 1, high = 2 }"))
     return p
 
 
