@@ -210,34 +210,6 @@ epochs = 50
     assert "interrupted" in study.trials[0].user_attrs["fail_reason"]
 
 
-def test_kill_9_then_rerun_recovers_the_abandoned_trial(tmp_path, tiny_study):
-    study_file = tmp_path / "slow.toml"
-    study_file.write_text(tiny_study.read_text().replace("epochs = { low = 1, high = 2 }", "epochs = { low = 15, high = 15 }"))
-    url = db(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--trials", "2", "--study", str(study_file),
-                             "--storage", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=Path(__file__).parents[1])
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            if any(t.intermediate_values for t in optuna.load_study(study_name="slow", storage=url).trials):
-                break
-        except Exception:
-            pass
-    proc.kill()
-    proc.wait()
-    study = optuna.load_study(study_name="slow", storage=url)
-    assert [t.state for t in study.trials] == [TrialState.RUNNING]
-    r = sweep("run", "--trials", 1, "--study", study_file, "--storage", url)
-    assert r.exit_code == 0, r.output
-    trials = optuna.load_study(study_name="slow", storage=url).trials
-    assert trials[0].state == TrialState.FAIL and "abandoned" in trials[0].user_attrs["fail_reason"]
-    assert trials[1].state == TrialState.COMPLETE and trials[1].params == trials[0].params
-    assert trials[1].user_attrs["seed"] == trials[0].user_attrs["seed"]
-    assert trials[1].user_attrs["retry_of"] == 0 and len(trials) == 2
-
-
 def test_progress_in_a_log_prints_trials_and_throttled_epochs(monkeypatch):
     import io
 
