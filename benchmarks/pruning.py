@@ -15,7 +15,6 @@ import argparse
 import statistics
 import time
 import tomllib
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState

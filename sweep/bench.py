@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from data import Dataset, load_dataset, make_synthetic
+from data import Dataset, make_synthetic
 from data.classes import USAGE_CODES
 from model import forward_flops, resolve_device, train
 from model.device import device_name, use_bf16

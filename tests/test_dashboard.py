@@ -9,7 +9,6 @@ import urllib.request
 from pathlib import Path
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from tests import browser

@@ -6,7 +6,6 @@ import json
 import re
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 

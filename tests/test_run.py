@@ -1,7 +1,6 @@
 """The real thing, small: `sweep run` into a temporary SQLite file, read back with plain Optuna."""
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -10,7 +9,6 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
