@@ -88,9 +88,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "au
     Engine options (no effect on the result beyond float rounding): `channels_last` (None: where
     it measured faster) and `compile` (torch.compile the model; CUDA only pays it back).
     """
-    cfg = config if config is not None else TrainConfig(**hyp)
-    if config is not None and hyp:
-        cfg = TrainConfig(**{**config.to_dict(), **hyp})
+    cfg = TrainConfig(**{**(config.to_dict() if config is not None else {}), **hyp})
     dev = resolve_device(device)
     bf16 = use_bf16(dev, cfg.precision)
     autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext

@@ -17,6 +17,7 @@ once alone on its GPU before it counts as a failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -204,7 +205,7 @@ class _Pool:
         return _Worker(index, device, gpu, proc, parent)
 
     def respawn(self, w: _Worker) -> _Worker:
-        with _suppress():
+        with contextlib.suppress(OSError, EOFError, ValueError):
             w.conn.close()
         if w.proc.is_alive():
             w.proc.kill()
@@ -215,7 +216,7 @@ class _Pool:
 
     def close(self, graceful: bool = True) -> None:
         for w in self.workers:
-            with _suppress():
+            with contextlib.suppress(OSError, EOFError, ValueError):
                 if graceful:
                     w.conn.send(("stop",))
                 else:
@@ -226,14 +227,6 @@ class _Pool:
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join(5)
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], (OSError, EOFError, ValueError))
 
 
 def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_gpu: int | None
