@@ -3,11 +3,11 @@
 from .config import DEFAULTS, HYPERPARAMETERS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
 from .device import cpu_has_fast_bf16, device_name, resolve_device, use_bf16
 from .net import FERNet, count_params, forward_flops
-from .train import TrainResult, accuracy_by_class, evaluate, train
+from .train import COMPILE_MODES, TrainResult, accuracy_by_class, check_compile, evaluate, train
 
 __all__ = [
     "DEFAULTS", "HYPERPARAMETERS", "LR_SCHEDULES", "OPTIMIZERS", "PRECISIONS", "TrainConfig",
     "cpu_has_fast_bf16", "device_name", "resolve_device", "use_bf16",
     "FERNet", "count_params", "forward_flops",
-    "TrainResult", "accuracy_by_class", "evaluate", "train",
+    "COMPILE_MODES", "TrainResult", "accuracy_by_class", "check_compile", "evaluate", "train",
 ]

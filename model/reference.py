@@ -42,8 +42,10 @@ def to_pixel_strings(images: np.ndarray) -> list[str]:
 
 
 def reference_train_speed(pixels: list[str], labels: np.ndarray, *, steps: int, batch_size: int = 128,
-                          width: float = 1.0, lr: float = 0.05, seed: int = 0, device: str = "auto") -> float:
-    """Training images per second of the paper-style pipeline over `steps` steps."""
+                          width: float = 1.0, lr: float = 0.05, seed: int = 0, device: str = "auto",
+                          warmup_steps: int = 0) -> float:
+    """Training images per second of the paper-style pipeline over `steps` steps, after
+    `warmup_steps` untimed ones (a GPU's first steps pay for its library start-up)."""
     dev = resolve_device(device)
     torch.manual_seed(seed)
     loader = DataLoader(PixelStringDataset(pixels, labels), batch_size=batch_size, shuffle=True, drop_last=True,
@@ -56,8 +58,12 @@ def reference_train_speed(pixels: list[str], labels: np.ndarray, *, steps: int, 
     seen = 0
     t0 = time.perf_counter()
     for step, (x, y) in enumerate(loader):
-        if step == steps:
+        if step == warmup_steps + steps:
             break
+        if step == warmup_steps:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            seen, t0 = 0, time.perf_counter()
         x, y = x.to(dev), y.to(dev)
         optimizer.zero_grad()
         loss = loss_fn(model(x), y)

@@ -24,6 +24,10 @@ from .device import device_name, resolve_device, use_bf16
 from .net import FERNet, count_params
 
 EVAL_BATCH = 512  # images per evaluation step: large for speed, small enough for CPU memory
+# Engine option, not a hyperparameter: off | on (torch.compile; one compile per process, reused by
+# every later run of the same shapes) | cudagraphs (torch.compile's reduce-overhead mode, CUDA only:
+# replays each step as one CUDA graph, which pays where small batches leave the GPU launch-bound).
+COMPILE_MODES = ("off", "on", "cudagraphs")
 
 OnEpoch = Callable[[dict], bool]  # gets the epoch's record; returns True to stop training
 
@@ -74,6 +78,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast) -> tu
     return float(confusion.trace()) / max(1, len(x)), confusion
 
 
+def check_compile(compile: str, dev: torch.device) -> None:
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, not '{compile}'")
+    if compile == "cudagraphs" and dev.type != "cuda":
+        raise ValueError(f"compile 'cudagraphs' needs a CUDA device; this run trains on {dev.type}")
+
+
 def use_channels_last(dev: torch.device, bf16: bool) -> bool:
     """channels_last pays with bf16 on CUDA; on CPU it measured slower for the paper's network
     (docs/benchmarks.md), so it stays off there."""
@@ -82,14 +93,15 @@ def use_channels_last(dev: torch.device, bf16: bool) -> bool:
 
 def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "auto",
           on_epoch: OnEpoch | None = None, keep_model: bool = False, channels_last: bool | None = None,
-          compile: bool = False, **hyp) -> TrainResult:
+          compile: str = "off", **hyp) -> TrainResult:
     """Train the paper's network on `data` with `config` (or keyword hyperparameters).
 
     Engine options (no effect on the result beyond float rounding): `channels_last` (None: where
-    it measured faster) and `compile` (torch.compile the model; CUDA only pays it back).
+    it measured faster) and `compile` (one of COMPILE_MODES).
     """
     cfg = TrainConfig(**{**(config.to_dict() if config is not None else {}), **hyp})
     dev = resolve_device(device)
+    check_compile(compile, dev)
     bf16 = use_bf16(dev, cfg.precision)
     autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
@@ -107,7 +119,10 @@ def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "au
     memory_format = torch.channels_last if (channels_last if channels_last is not None
                                             else use_channels_last(dev, bf16)) else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    step_model = torch.compile(model) if compile else model
+    # Dynamo caches the compiled graph per process, keyed by module class and shapes, not by this
+    # model object: the next trial in the same worker reuses it (tests/test_speed.py counts it).
+    step_model = model if compile == "off" else \
+        torch.compile(model, mode="reduce-overhead" if compile == "cudagraphs" else None)
     optimizer = _make_optimizer(cfg, model.parameters(), fused=dev.type == "cuda")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     if cfg.lr_schedule == "cosine":
@@ -139,6 +154,8 @@ def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "au
                 x = augment(x, gen)
             x = x.contiguous(memory_format=memory_format)
             y = y_train[idx]
+            if compile == "cudagraphs":  # a new step: the graph may overwrite the last step's outputs
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast():
                 logits = step_model(x)
                 loss = loss_fn(logits.float(), y)

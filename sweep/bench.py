@@ -8,15 +8,17 @@ shared and noisy.
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from data import Dataset, make_synthetic
 from data.classes import USAGE_CODES
-from model import forward_flops, resolve_device, train
+from model import check_compile, forward_flops, resolve_device, train
 from model.device import device_name, use_bf16
 from model.reference import reference_train_speed, to_pixel_strings
 
@@ -35,6 +37,8 @@ class BenchResult:
     repeats: int
     data: str
     trainer_precision: str
+    compile: str  # the trainer's engine option: off | on | cudagraphs
+    warmup_steps: int  # untimed steps before each measurement (start-up, compilation)
     trainer_images_per_s: list[float]
     reference_images_per_s: list[float]
     trainer_median: float
@@ -45,6 +49,7 @@ class BenchResult:
     trainer_tflops: float  # achieved: 3 x forward FLOPs (forward + backward) per image
     peak_tflops: float | None
     versions: str
+    cudagraph_skips: int = 0  # steps where torch.compile fell back from CUDA graphs (it says why in its log)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,31 +78,44 @@ def bench_data(source: str | None, n: int, seed: int = 0) -> tuple[np.ndarray, n
     return src.images[rows], src.labels[rows].astype(np.int64), src.path
 
 
+def _bench_dataset(images: np.ndarray, labels: np.ndarray, data_name: str) -> Dataset:
+    tiny = slice(0, 8)  # validation is not what is measured: keep it negligible
+    return Dataset("bench", data_name, "bench", "", "bench", images, labels, images[tiny], labels[tiny],
+                   images[:0], labels[:0])
+
+
+def needs_warmup(dev, compile: str) -> bool:
+    """A GPU's first steps pay for library start-up and a compiled model for its compilation: on
+    those, one untimed epoch of the same length comes first. The CPU needs none."""
+    return dev.type == "cuda" or compile != "off"
+
+
 def run_bench(*, steps: int = 20, batch_size: int = 128, width: float = 1.0, repeats: int = 3,
-              device: str = "auto", data: str | None = None, precision: str = "auto",
+              device: str = "auto", data: str | None = None, precision: str = "auto", compile: str = "off",
               progress=None) -> BenchResult:
     from data import equalize
 
     from .provenance import versions_line
 
     dev = resolve_device(device)
+    check_compile(compile, dev)
+    warmup = steps if needs_warmup(dev, compile) else 0
     n = steps * batch_size
-    raw, labels, data_name = bench_data(data, n)
-    eq = equalize(raw)
-    tiny = slice(0, 8)  # validation is not what is measured: keep it negligible
-    ds = Dataset("bench", data_name, "bench", "", "bench", eq, labels, eq[tiny], labels[tiny],
-                 eq[:0], labels[:0])
+    raw, labels, data_name = bench_data(data, n + warmup * batch_size)
+    ds = _bench_dataset(equalize(raw[:n]), labels[:n], data_name)
     pixels = to_pixel_strings(raw)
     ours, ref = [], []
     precision_used = "bf16" if use_bf16(dev, precision) else "fp32"
+    skips_before = _cudagraph_skips()
     for r in range(repeats):
-        result = train(ds, epochs=1, batch_size=batch_size, lr=0.01, optimizer="sgd", width=width, seed=r,
-                       device=str(dev), precision=precision)
-        ours.append(result.images_per_s)
+        # The trainer's warm-up is a first epoch of the same steps; its last epoch is the figure.
+        result = train(ds, epochs=2 if warmup else 1, batch_size=batch_size, lr=0.01, optimizer="sgd", width=width,
+                       seed=r, device=str(dev), precision=precision, compile=compile)
+        ours.append(result.history[-1]["images_per_s"])
         if progress:
             progress(f"repeat {r + 1}/{repeats}: trainer {ours[-1]:.1f} images/s")
         ref.append(reference_train_speed(pixels, labels, steps=steps, batch_size=batch_size, width=width,
-                                         seed=r, device=str(dev)))
+                                         seed=r, device=str(dev), warmup_steps=warmup))
         if progress:
             progress(f"repeat {r + 1}/{repeats}: reference {ref[-1]:.1f} images/s")
     t, b = statistics.median(ours), statistics.median(ref)
@@ -105,12 +123,141 @@ def run_bench(*, steps: int = 20, batch_size: int = 128, width: float = 1.0, rep
     return BenchResult(
         device=dev.type, device_name=name if dev.type != "cpu" else f"{name}, {platform.processor() or ''}".rstrip(", "),
         width=width, batch_size=batch_size, steps=steps, repeats=repeats, data=data_name,
-        trainer_precision=precision_used, trainer_images_per_s=ours, reference_images_per_s=ref,
+        trainer_precision=precision_used, compile=compile, warmup_steps=warmup,
+        trainer_images_per_s=ours, reference_images_per_s=ref,
         trainer_median=t, reference_median=b, ratio=t / b,
         trainer_epoch_s=FER2013_TRAIN_IMAGES / t, reference_epoch_s=FER2013_TRAIN_IMAGES / b,
         trainer_tflops=t * 3 * forward_flops(width) / 1e12, peak_tflops=_peak(name),
-        versions=versions_line(),
+        versions=versions_line(), cudagraph_skips=_cudagraph_skips() - skips_before,
     )
+
+
+def _cudagraph_skips() -> int:
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0
+    return int(sum(counters["inductor"].get(k, 0) for k in ("cudagraph_skips",)))
+
+
+# ---------------------------------------------------------------- packing K trials on one device
+
+
+@dataclass
+class PackRow:
+    k: int  # trials training at once on the device, one process each
+    threads: int  # torch threads per process
+    aggregate_images_per_s: float  # all K together: images / (last end - first start)
+    per_trial_images_per_s: list[float]  # each process's own figure over the same window
+    speedup: float = 0.0  # aggregate against K = 1 (filled in at the end)
+
+
+@dataclass
+class PackResult:
+    device: str
+    device_name: str
+    width: float
+    batch_size: int
+    steps: int
+    epochs: int  # measured epochs of `steps` steps each, after one untimed epoch
+    compile: str
+    rows: list[PackRow] = field(default_factory=list)
+    versions: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pack_process(conn, barrier, steps: int, batch_size: int, width: float, device: str, compile: str,
+                  threads: int, epochs: int, seed: int) -> None:
+    import torch
+
+    from data import equalize
+
+    torch.set_num_threads(threads)
+    raw, labels, name = bench_data(None, steps * batch_size, seed=seed)
+    ds = _bench_dataset(equalize(raw), labels, name)
+    marks: list[float] = []
+
+    def on_epoch(record: dict) -> bool:
+        if record["epoch"] == 1:  # warm-up done: every process starts the measured epochs together
+            barrier.wait()
+        marks.append(time.monotonic())
+        return False
+
+    try:
+        train(ds, epochs=1 + epochs, batch_size=batch_size, lr=0.01, optimizer="sgd", width=width, seed=seed,
+              device=device, compile=compile, on_epoch=on_epoch)
+        conn.send((marks[0], marks[-1], epochs * steps * batch_size))
+    except Exception as e:  # noqa: BLE001 - reported to the parent as one line
+        barrier.abort()
+        conn.send(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def run_pack(ks: list[int], *, steps: int = 20, batch_size: int = 128, width: float = 1.0, device: str = "auto",
+             compile: str = "off", epochs: int = 2, progress=None) -> PackResult:
+    """Aggregate training images/s of K = each of `ks` trials trained at once on one device, one
+    process each (as `sweep run --per-gpu K` packs them): the figure the --per-gpu default is chosen from."""
+    import multiprocessing as mp
+
+    from .errors import SweepError
+    from .provenance import versions_line
+
+    dev = resolve_device(device)
+    check_compile(compile, dev)
+    ctx = mp.get_context("spawn")  # a clean CUDA context per process, as the sweep's workers have
+    cores = os.cpu_count() or 1
+    out = PackResult(device=dev.type, device_name=device_name(dev), width=width, batch_size=batch_size,
+                     steps=steps, epochs=epochs, compile=compile, versions=versions_line())
+    for k in ks:
+        threads = max(1, cores // k)
+        barrier = ctx.Barrier(k)
+        pipes, procs = [], []
+        for i in range(k):
+            parent, child = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_pack_process, args=(child, barrier, steps, batch_size, width, str(dev),
+                                                         compile, threads, epochs, i), daemon=True)
+            p.start()
+            child.close()
+            pipes.append(parent)
+            procs.append(p)
+        results = []
+        for parent, p in zip(pipes, procs):
+            while not parent.poll(1) and p.is_alive():
+                pass
+            if parent.poll():
+                results.append(parent.recv())
+            else:  # died without a word: release the others from the barrier
+                barrier.abort()
+                p.join()
+                results.append(f"a training process died (exit code {p.exitcode})")
+        for p in procs:
+            p.join()
+        errors = [r for r in results if isinstance(r, str)]
+        if errors:
+            raise SweepError(f"packing K={k}: {errors[0]}")
+        start, end = min(r[0] for r in results), max(r[1] for r in results)
+        row = PackRow(k=k, threads=threads, aggregate_images_per_s=sum(r[2] for r in results) / (end - start),
+                      per_trial_images_per_s=[r[2] / (r[1] - r[0]) for r in results])
+        out.rows.append(row)
+        if progress:
+            progress(f"K={k}: {row.aggregate_images_per_s:.1f} images/s in all")
+    base = out.rows[0].aggregate_images_per_s if out.rows and out.rows[0].k == 1 else None
+    for row in out.rows:
+        row.speedup = row.aggregate_images_per_s / base if base else 0.0
+    return out
+
+
+def format_pack(r: PackResult) -> str:
+    lines = [f"device      {r.device_name}",
+             f"workload    width {r.width} network, batch {r.batch_size}, {r.epochs} x {r.steps} steps per trial "
+             f"after one untimed epoch, compile {r.compile}",
+             "K  threads  aggregate images/s  per trial images/s  vs K=1"]
+    for row in r.rows:
+        per = statistics.mean(row.per_trial_images_per_s)
+        vs = f"{row.speedup:.2f}x" if row.speedup else "-"
+        lines.append(f"{row.k:<2} {row.threads:>7}  {row.aggregate_images_per_s:18.1f}  {per:18.1f}  {vs:>6}")
+    return "\n".join(lines)
 
 
 def format_bench(r: BenchResult) -> str:
@@ -119,7 +266,9 @@ def format_bench(r: BenchResult) -> str:
     return "\n".join([
         f"device      {r.device_name}",
         f"workload    width {r.width} network, batch {r.batch_size}, {r.steps} steps x {r.repeats} repeats, data {r.data}",
-        f"trainer     {r.trainer_median:10.1f} images/s  ({r.trainer_precision}; repeats: "
+        f"trainer     {r.trainer_median:10.1f} images/s  ({r.trainer_precision}, compile {r.compile}"
+        + (f", {r.warmup_steps} warm-up steps" if r.warmup_steps else "")
+        + (f", CUDA graphs skipped {r.cudagraph_skips} times" if r.cudagraph_skips else "") + "; repeats: "
         + ", ".join(f"{x:.1f}" for x in r.trainer_images_per_s) + ")",
         f"reference   {r.reference_median:10.1f} images/s  (paper-style Dataset + DataLoader, fp32; repeats: "
         + ", ".join(f"{x:.1f}" for x in r.reference_images_per_s) + ")",

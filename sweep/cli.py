@@ -77,6 +77,7 @@ def run(
     per_gpu: Annotated[Optional[int], typer.Option(min=1, help="Trials packed on each GPU.")] = None,
     artifact_dir: Annotated[Optional[str], typer.Option(help="Where the best trials' weights are kept [default: DB-artifacts/ beside a SQLite file, else ./artifacts].")] = None,
     keep_top: Annotated[int, typer.Option(min=0, help="Keep the weights of this many best trials (0: none).")] = 3,
+    compile: Annotated[str, typer.Option(help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only). Speed only: docs/benchmarks.md.")] = "off",
 ):
     """Run a sweep until the study holds --trials finished trials; a rerun resumes, never overshoots."""
     from model import resolve_device
@@ -98,14 +99,15 @@ def run(
     from .runner import plan_workers
 
     gpu_list = _parse_gpus(gpus)
-    plan_workers(device, workers, gpu_list, per_gpu)  # bad worker options fail before the storage is touched
+    plan_workers(device, workers, gpu_list, per_gpu, compile)  # bad worker options fail before the storage is touched
     try:
         with sqlite_writer_lock(url):
             st = open_storage(url, create=True)
             typer.echo(banner, err=True)
             summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
                                 timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,
-                                artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top)
+                                artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
+                                compile=compile)
     except Interrupted:
         typer.echo("sweep: interrupted; the running trial was marked FAIL. Run the same command to resume.",
                    err=True)
@@ -151,6 +153,7 @@ def worker(
     timeout: Annotated[Optional[float], typer.Option(min=0, help="Start no new trial after this many seconds.")] = None,
     artifact_dir: Annotated[Optional[str], typer.Option(help="Where the best trials' weights are kept [default: the study's].")] = None,
     keep_top: Annotated[int, typer.Option(min=0, help="Keep the weights of this many best trials (0: none).")] = 3,
+    compile: Annotated[str, typer.Option(help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only). Speed only: docs/benchmarks.md.")] = "off",
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
     from .locks import sqlite_writer_lock
@@ -159,7 +162,7 @@ def worker(
 
     url = normalize(storage)
     gpu_list = _parse_gpus(gpus)
-    plan_workers(device, workers, gpu_list, per_gpu)
+    plan_workers(device, workers, gpu_list, per_gpu, compile)
     st = open_storage(url, create=False)
     s = pick_study(st, study)
     attrs = s.user_attrs
@@ -171,7 +174,7 @@ def worker(
         with sqlite_writer_lock(url):
             summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
                                 timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
-                                gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top,
+                                gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile,
                                 artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
     except Interrupted:
         typer.echo("sweep: interrupted; the running trials were marked FAIL.", err=True)
@@ -286,21 +289,35 @@ def bench(
     repeats: Annotated[int, typer.Option(min=1, help="Alternating repeats of trainer and reference.")] = 3,
     data: Annotated[Optional[str], typer.Option(help="FER2013 file to draw the images from [default: synthetic].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    compile: Annotated[str, typer.Option(help="The trainer's engine option: off, on or cudagraphs (CUDA only).")] = "off",
+    pack: Annotated[Optional[str], typer.Option(help="Instead: aggregate images/s of K trials trained at once on the device, for each K in a list like 1,2,4,8.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Measure training speed: this trainer against a paper-style per-image DataLoader pipeline."""
     import json
 
-    from model import resolve_device
+    from model import check_compile, resolve_device
 
-    from .bench import format_bench, run_bench
+    from .bench import format_bench, format_pack, run_bench, run_pack
 
     try:
-        resolve_device(device)
+        check_compile(compile, resolve_device(device))
     except ValueError as e:
         raise SweepError(str(e)) from None
+    say = None if json_out else (lambda line: typer.echo(line, err=True))
+    if pack is not None:
+        try:
+            ks = [int(k) for k in pack.split(",") if k.strip()]
+        except ValueError:
+            raise SweepError(f"--pack {pack}: expected trial counts like 1,2,4,8") from None
+        if not ks or min(ks) < 1:
+            raise SweepError(f"--pack {pack}: expected trial counts of at least 1, like 1,2,4,8")
+        packed = run_pack(ks, steps=steps, batch_size=batch_size, width=width, device=device, compile=compile,
+                          progress=say)
+        typer.echo(json.dumps(packed.to_dict(), indent=2) if json_out else format_pack(packed))
+        return
     result = run_bench(steps=steps, batch_size=batch_size, width=width, repeats=repeats, device=device, data=data,
-                       progress=None if json_out else (lambda line: typer.echo(line, err=True)))
+                       compile=compile, progress=say)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_out else format_bench(result))
 
 

@@ -179,7 +179,8 @@ class _Worker:
 
 
 class _Pool:
-    def __init__(self, n: int, devices: list[tuple[str, int | None]], data_args: dict, threads: int):
+    def __init__(self, n: int, devices: list[tuple[str, int | None]], data_args: dict, threads: int,
+                 compile: str = "off"):
         # forkserver: torch is imported once in a clean server process (which never runs a kernel
         # or touches CUDA), and each worker forks from it, so starting and restarting workers is
         # cheap and safe. Workers get this process's environment explicitly: the server's is old.
@@ -187,6 +188,7 @@ class _Pool:
         self.ctx.set_forkserver_preload(["torch", "data", "model", "sweep.worker"])
         self.data_args = data_args
         self.threads = threads
+        self.compile = compile
         self.workers: list[_Worker] = []
         for i in range(n):
             self.workers.append(self._spawn(i, *devices[i % len(devices)]))
@@ -198,7 +200,7 @@ class _Pool:
         if gpu is not None:  # the worker sees exactly its GPU (read when CUDA initialises, in the worker)
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=worker_main, args=(child, self.data_args, self.threads, env),
+        proc = self.ctx.Process(target=worker_main, args=(child, self.data_args, self.threads, env, self.compile),
                                 daemon=True, name=f"sweep-worker-{index}")
         proc.start()
         child.close()
@@ -229,10 +231,12 @@ class _Pool:
                 w.proc.join(5)
 
 
-def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_gpu: int | None
-                 ) -> tuple[int, list[tuple[str, int | None]], int]:
+def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_gpu: int | None,
+                 compile: str = "off") -> tuple[int, list[tuple[str, int | None]], int]:
     """(number of workers, [(device, gpu index)] they cycle through, torch threads per worker)."""
     import torch
+
+    from model import COMPILE_MODES
 
     cores = os.cpu_count() or 1
     if workers is not None and workers < 1:
@@ -242,6 +246,10 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
         raise SweepError("--per-gpu needs a GPU (CUDA is not available here, or --device is not cuda)")
     if gpus is not None and not on_cuda:
         raise SweepError("--gpus needs CUDA, which is not available here")
+    if compile not in COMPILE_MODES:
+        raise SweepError(f"--compile must be one of {', '.join(COMPILE_MODES)}, not '{compile}'")
+    if compile == "cudagraphs" and not on_cuda:
+        raise SweepError("--compile cudagraphs needs CUDA (CUDA is not available here, or --device is not cuda)")
     if on_cuda:
         count = torch.cuda.device_count()
         if gpus is None:
@@ -272,11 +280,12 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
               add: bool = False, device: str = "auto", timeout_s: float | None = None,
               seed: int | None = None, progress: bool = True, workers: int | None = None,
               gpus: list[int] | None = None, per_gpu: int | None = None,
-              data_args: dict | None = None, artifact_dir: str | None = None, keep_top: int = 3) -> RunSummary:
+              data_args: dict | None = None, artifact_dir: str | None = None, keep_top: int = 3,
+              compile: str = "off") -> RunSummary:
     """Run trials until the study holds its budget of finished ones (`trials`, or `trials` more with `add`)."""
     name = name or spec.name
     seed = spec.seed if seed is None else seed
-    n_workers, slots, threads = plan_workers(device, workers, gpus, per_gpu)
+    n_workers, slots, threads = plan_workers(device, workers, gpus, per_gpu, compile)
     study = open_study(spec, data, storage, name, seed)
     recover_abandoned(study)
     dists = distributions(spec)
@@ -295,6 +304,7 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         data_args = {"source": data.source, "split": data.split, "n_images": d.n_images,
                      "val_fraction": d.val_fraction, "seed": d.seed, "paper_n_train": d.paper_n_train}
     coordinator = _Coordinator(study, spec, dists, seed, target, timeout_s, progress)
+    coordinator.compile = compile
     if artifact_dir is not None and keep_top > 0:
         coordinator.keep_weights(artifact_dir, keep_top)
     coordinator.stopped_by = stopped_by
@@ -302,7 +312,7 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
     pool = None
     clean = False
     try:
-        pool = _Pool(n_workers, slots, data_args, threads)
+        pool = _Pool(n_workers, slots, data_args, threads, compile)
         coordinator.loop(pool, data.content_hash)
         clean = True
     except KeyboardInterrupt:
@@ -333,6 +343,7 @@ class _Coordinator:
         self.ran = 0
         self.consecutive_failures = 0
         self.stopped_by = "budget"
+        self.compile = "off"  # the workers' engine option, recorded with each trial
         self.oom_waiting: dict[int | None, optuna.Trial] = {}  # gpu -> trial to retry alone there
         self.oom_retried: set[int] = set()
         self.pruned: set[int] = set()  # trials the pruner stopped
@@ -572,6 +583,7 @@ class _Coordinator:
             "device": result["device"],
             "device_name": result["device_name"],
             "precision": result["precision"],
+            "compile": self.compile,
             "data_name": self.study.user_attrs.get("data_name"),
             "data_hash": self.study.user_attrs.get("data_hash"),
             "versions": versions_line(),

@@ -23,8 +23,11 @@ def _first_claim(path: str) -> bool:
         return False
 
 
-def worker_main(conn, data_args: dict, threads: int, env: dict) -> None:
-    """Process entry point. Messages out: ready, epoch, done, oom, error."""
+def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "off") -> None:
+    """Process entry point. Messages out: ready, epoch, done, oom, error.
+
+    `compile` is the engine option of `model.train`; the worker lives across trials, so a compiled
+    graph is built by its first trial and reused by every later one of the same shapes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     os.environ.clear()
     os.environ.update(env)  # before anything reads it: CUDA_VISIBLE_DEVICES, SWEEP_CACHE
@@ -72,7 +75,8 @@ def worker_main(conn, data_args: dict, threads: int, env: dict) -> None:
             if number in oom_once and _first_claim(f"{oom_flag}.{number}"):
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
             t0 = time.perf_counter()
-            result = train(dataset, TrainConfig(**config), device=device, on_epoch=on_epoch, keep_model=True)
+            result = train(dataset, TrainConfig(**config), device=device, on_epoch=on_epoch, keep_model=True,
+                           compile=compile)
             call_s = time.perf_counter() - t0
         except (BrokenPipeError, EOFError, ConnectionResetError):
             return

@@ -48,12 +48,22 @@ def test_run_three_trials_into_sqlite(tmp_path, tiny_study):
         for key in ("test_acc", "train_s", "images_per_s", "device_name", "epochs_run", "n_params",
                     "data_name", "data_hash", "seed", "versions", "git_commit"):
             assert key in a, key
-        assert a["data_name"] == "synthetic" and a["device"] == "cpu"
+        assert a["data_name"] == "synthetic" and a["device"] == "cpu" and a["compile"] == "off"
         assert len(t.intermediate_values) == a["epochs_run"]
         if t.state == TrialState.COMPLETE:
             assert t.value == t.intermediate_values[a["epochs_run"]]  # the final epoch's val accuracy
     seeds = [t.user_attrs["seed"] for t in study.trials]
     assert len(set(seeds)) == 3
+
+
+def test_compiled_sweep_records_its_engine_option(tmp_path, tiny_study):
+    """`--compile on` reaches the workers (one compilation per worker, reused: tests/test_speed.py),
+    and each trial records the engine option it ran with."""
+    r = sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--compile", "on")
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name="tiny", storage=db(tmp_path))
+    assert len(finished(study)) == 2 and len(study.trials) == 2
+    assert {t.user_attrs["compile"] for t in study.trials} == {"on"}
 
 
 def test_budget_is_the_studys_and_resume_runs_only_the_remainder(tmp_path, tiny_study):
@@ -125,6 +135,9 @@ def _bad_inputs(tmp_path):
         "unknown study": (["--study", "nope"], "unknown study 'nope'"),
         "unknown device": (["--device", "tpu", "--data", "synthetic"], "unsupported device 'tpu'|unknown device"),
         "missing cuda": (["--device", "cuda:3", "--data", "synthetic"], "CUDA is not available"),
+        "cuda graphs on cpu": (["--compile", "cudagraphs", "--device", "cpu", "--data", "synthetic"],
+                               "--compile cudagraphs needs CUDA"),
+        "unknown compile mode": (["--compile", "fast", "--data", "synthetic"], "--compile must be one of off, on"),
     }
 
 

@@ -1,6 +1,7 @@
 """The fast path: same accuracy as a plain fp32 reference, and a bench that runs (no timing asserted)."""
 
 import json
+import math
 import statistics
 
 import pytest
@@ -81,3 +82,48 @@ def test_bench_runs_and_reports_a_ratio():
     out = json.loads(r.stdout)
     assert out["ratio"] == pytest.approx(out["trainer_median"] / out["reference_median"])
     assert out["trainer_epoch_s"] > 0 and out["steps"] == 2
+
+
+def test_bench_rejects_cuda_graphs_without_cuda():
+    r = CliRunner().invoke(app, ["bench", "--compile", "cudagraphs", "--device", "cpu"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "needs a CUDA device" in r.output
+
+
+def test_bench_packs_k_trials_on_one_device():
+    r = CliRunner().invoke(app, ["bench", "--pack", "1,2", "--steps", "2", "--batch-size", "16", "--width", "0.0625",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert [row["k"] for row in out["rows"]] == [1, 2]
+    two = out["rows"][1]
+    assert len(two["per_trial_images_per_s"]) == 2 and all(x > 0 for x in two["per_trial_images_per_s"])
+    # the aggregate covers the union of the two windows, so it can't beat the sum of the parts
+    assert 0 < two["aggregate_images_per_s"] <= sum(two["per_trial_images_per_s"]) * 1.0001
+    assert out["rows"][0]["speedup"] == 1.0
+    bad = CliRunner().invoke(app, ["bench", "--pack", "0,2"])
+    assert bad.exit_code == 2 and "at least 1" in bad.output
+
+
+def test_compiled_model_is_built_once_per_process_and_reused_across_trials(small):
+    """`compile on`: the first trial in a worker pays for the compilation; a later trial of the same
+    shapes (a new model, other hyperparameters and seed) reuses the graph instead of compiling again."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    kw = dict(epochs=2, batch_size=32, width=0.0625)
+    first = train(small, lr=1e-3, optimizer="adam", seed=0, compile="on", **kw)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    second = train(small, lr=0.05, optimizer="sgd", seed=1, compile="on", **kw)
+    assert counters["stats"]["unique_graphs"] == graphs  # nothing new compiled
+    for r in (first, second):
+        assert all(math.isfinite(h["train_loss"]) for h in r.history)
+    assert first.history[-1]["train_loss"] < first.history[0]["train_loss"]  # the compiled model learns
+
+
+def test_compile_is_checked_before_training(small):
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        train(small, epochs=1, compile="cudagraphs", device="cpu")
+    with pytest.raises(ValueError, match="compile must be one of"):
+        train(small, epochs=1, compile="yes")
