@@ -1,37 +1,65 @@
-"""Which engine options pay on this machine: bf16 autocast and channels_last, at two widths.
+"""Which engine options pay on this machine: bf16 autocast, channels_last and torch.compile, at two widths.
 
-    python -m benchmarks.engine
+    python -m benchmarks.engine [--device cuda]
 
-Training images/s of `train()` over one epoch at batch 128, for each of bf16 / fp32 with and
-without channels_last, alternating, median of 2 repeats, on synthetic FER-shaped images.
+Training images/s of `train()` at batch 128 for each option set, on synthetic FER-shaped images.
+Each run trains two epochs of the same steps and the second is the figure, so one-off costs
+(compilation, a GPU's library start-up) stay out of it; a compiled case gets one untimed run
+first, as the first trial in a sweep worker pays it. Cases alternate; median of 2 repeats.
+On a GPU the `cudagraphs` case is added.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 
 import numpy as np
 
 from data import equalize, make_synthetic
 from data.splits import Dataset
-from model import train
+from model import resolve_device, train
 
-CASES = [("bf16", False), ("bf16", True), ("fp32", False), ("fp32", True)]
+# (precision, channels_last, compile)
+CASES = [("bf16", False, "off"), ("bf16", True, "off"), ("fp32", False, "off"), ("fp32", True, "off"),
+         ("bf16", False, "on")]
+GPU_CASES = [("bf16", True, "on"), ("bf16", True, "cudagraphs")]
+
+
+def label(case) -> str:
+    precision, cl, compile = case
+    return precision + (" + channels_last" if cl else "") + ("" if compile == "off" else f" + compile {compile}")
 
 
 def main() -> None:
-    print("| network | " + " | ".join(f"{p}{' + channels_last' if cl else ''}" for p, cl in CASES) + " |")
-    print("|---|" + "---|" * len(CASES))
-    for width, steps in ((1.0, 10), (0.125, 60)):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    dev = resolve_device(args.device)
+    cases = CASES + (GPU_CASES if dev.type == "cuda" else [])
+    print(f"device: {dev}")
+    print("| network | " + " | ".join(label(c) for c in cases) + " |")
+    print("|---|" + "---|" * len(cases))
+    widths = ((1.0, 10), (0.125, 60)) if dev.type == "cpu" else ((1.0, 100), (0.125, 100))
+    for width, steps in widths:
         src = make_synthetic(steps * 128, 0)
         x, y = equalize(src.images), src.labels.astype(np.int64)
         ds = Dataset("bench", "synthetic", "bench", "", "bench", x, y, x[:8], y[:8], x[:0], y[:0])
+
+        def run(case):
+            precision, cl, compile = case
+            return train(ds, epochs=2, batch_size=128, width=width, precision=precision, channels_last=cl,
+                         compile=compile, lr=0.01, device=str(dev))
+
+        for case in cases:
+            if case[2] != "off":
+                run(case)  # compilation, once per process
         speeds: dict = {}
-        for _ in range(2):
-            for precision, cl in CASES:
-                r = train(ds, epochs=1, batch_size=128, width=width, precision=precision, channels_last=cl, lr=0.01)
-                speeds.setdefault((precision, cl), []).append(r.images_per_s)
-        print(f"| width {width} | " + " | ".join(f"{statistics.median(speeds[c]):,.0f}" for c in CASES) + " |",
+        for _ in range(args.repeats):
+            for case in cases:
+                speeds.setdefault(case, []).append(run(case).history[-1]["images_per_s"])
+        print(f"| width {width} | " + " | ".join(f"{statistics.median(speeds[c]):,.0f}" for c in cases) + " |",
               flush=True)
 
 

@@ -214,3 +214,17 @@ def test_real_fer2013_loads_with_the_official_sizes():
     t = time.perf_counter()
     load_dataset(path, "official")
     assert time.perf_counter() - t < 10  # the cached load; the benchmark-grade figure is in the docs
+
+
+def test_fer_pack_carries_every_row_to_a_gpu_machine_and_back(tmp_path, kaggle_csv):
+    """benchmarks/fer_pack.py (FER2013 under the device tool's 64 MiB): the unpacked Kaggle CSV
+    reads back to the same images, labels and usage, PrivateTest rows included."""
+    from benchmarks.fer_pack import pack, unpack
+
+    pack(str(kaggle_csv), str(tmp_path / "fer.xz"))
+    unpack(str(tmp_path / "fer.xz"), str(tmp_path / "fer2013.csv"))
+    a, b = read_source(kaggle_csv), read_source(tmp_path / "fer2013.csv")
+    assert b.format == "kaggle-csv"
+    for x, y in ((a.images, b.images), (a.labels, b.labels), (a.usage, b.usage)):
+        assert np.array_equal(x, y)
+    assert set(b.usage.tolist()) == {0, 1, 2}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Every GPU figure of docs/benchmarks.md and docs/reproduction.md in one command, for a machine
+# lent by the `device` tool (or any CUDA machine with torch). Prepare .gpu/ first, here:
+# benchmarks/gpu_prepare.sh (wheels of optuna and its needs, FER2013 packed); then, with the
+# device tool: run(command="benchmarks/gpu.sh", carry=[".gpu"], timeout_s=540).
+#
+#   benchmarks/gpu.sh [quick|full]   quick: speed and accuracy parity (about 5 min on an H100, a guess)
+#                                    full (default): also the paper's setting, 200 epochs on FER2013
+# Environment: DEVICE (default cuda), STEPS (default 100), SKIP="step names" to leave some out.
+# Everything printed also goes to $OUT/gpu.log ($OUT: the device tool's; else ./gpu-out), and the
+# paper run's study to $OUT/paper.db: two files, inside what the device tool brings back.
+set -uo pipefail
+mode=${1:-full}
+out=${OUT:-gpu-out}
+dev=${DEVICE:-cuda}
+steps=${STEPS:-100}
+skip=" ${SKIP:-} "
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+if ls .gpu/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+python=${PYTHON:-python3}
+sweep() { "$python" -m sweep.cli "$@"; }
+step() {  # step NAME COMMAND...: run it unless skipped, log it, say how long it took
+  local name=$1; shift
+  if [[ $skip == *" $name "* ]]; then return; fi
+  echo "=== $name: $*" | tee -a "$out/gpu.log"
+  local t0=$SECONDS
+  "$@" 2>&1 | tee -a "$out/gpu.log"
+  echo "=== $name: exit ${PIPESTATUS[0]}, $((SECONDS - t0)) s" | tee -a "$out/gpu.log"
+}
+step machine bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1"
+step bench sweep bench --device "$dev" --steps "$steps" --repeats 3
+step bench_compile sweep bench --device "$dev" --steps "$steps" --repeats 3 --compile on
+step bench_cudagraphs sweep bench --device "$dev" --steps "$steps" --repeats 3 --compile cudagraphs
+step pack sweep bench --device "$dev" --steps "$steps" --pack 1,2,4,8
+step engine "$python" -m benchmarks.engine --device "$dev"
+step parity "$python" -m benchmarks.parity --device "$dev"
+data=""
+if [ -f .gpu/fer2013.xz ]; then
+  step unpack "$python" -m benchmarks.fer_pack unpack .gpu/fer2013.xz /tmp/fer2013.csv && data=/tmp/fer2013.csv
+elif [ -f data/fer2013.csv.gz ]; then
+  data=data/fer2013.csv.gz
+fi
+if [ -n "$data" ]; then
+  step bench_fer2013 sweep bench --device "$dev" --steps "$steps" --repeats 3 --data "$data"
+  if [ "$mode" = full ]; then
+    # The paper's own setting, trial 0 of studies/paper.toml: 200 epochs on the paper split.
+    step paper sweep run --study paper --trials 1 --device "$dev" --data "$data" --storage "sqlite:///$out/paper.db" --keep-top 0
+    step paper_export sweep export --storage "sqlite:///$out/paper.db" --format md --per-class
+  fi
+else
+  echo "=== no FER2013 in .gpu/ or data/: the real-data steps are left out" | tee -a "$out/gpu.log"
+fi
