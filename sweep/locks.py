@@ -48,8 +48,11 @@ def _key(name: str) -> int:
 
 @contextlib.contextmanager
 def budget_lock(storage, study_name: str):
-    """Serialise 'count, then ask' across processes on PostgreSQL; a no-op elsewhere."""
-    engine = getattr(storage, "engine", None)
+    """Serialise 'count, then ask' across processes on PostgreSQL; a no-op elsewhere.
+
+    `storage` may be a study's own storage, which Optuna wraps in a cache (`_CachedStorage`)
+    around the RDBStorage: the engine is the wrapped one's."""
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
     if engine is None or engine.dialect.name != "postgresql":
         yield
         return

@@ -97,6 +97,30 @@ def test_two_runs_started_at_once_share_the_budget(pg_url, tmp_path):
     assert_exact_budget(pg_url, "twin", 8)
 
 
+def test_budget_lock_is_taken_through_a_studys_cached_storage(pg_url):
+    """Optuna wraps an RDBStorage in a cache inside a Study; the lock must still reach PostgreSQL
+    (it once silently did nothing there, and two runs could overshoot the budget by a trial)."""
+    import sqlalchemy
+
+    from sweep.locks import _key, budget_lock
+    from sweep.storage import open_storage
+
+    study = optuna.create_study(storage=open_storage(pg_url, create=True), study_name="locked")
+    assert type(study._storage).__name__ == "_CachedStorage"
+    other = sqlalchemy.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    with other.connect() as con:
+        def free() -> bool:
+            got = con.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": _key("locked")}).scalar()
+            if got:
+                con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _key("locked")})
+            return got
+
+        with budget_lock(study._storage, "locked"):
+            assert not free()
+        assert free()
+    other.dispose()
+
+
 def test_kill_9_of_a_worker_mid_trial(url, tmp_path):
     f = study_file(tmp_path, epochs="{ low = 8, high = 8 }", name="kw")
     run = cli("run", "--trials", 3, "--study", f, "--name", "kw", "--workers", 2, "--storage", url)
