@@ -4,13 +4,16 @@
 # benchmarks/gpu_prepare.sh (wheels of optuna and its needs, FER2013 packed); then, with the
 # device tool: run(command="benchmarks/gpu.sh", carry=[".gpu"], timeout_s=540).
 #
-#   benchmarks/gpu.sh [quick|full]   quick: speed and accuracy parity (about 5 min on an H100, a guess)
-#                                    full (default): also the paper's setting, 200 epochs on FER2013
+#   benchmarks/gpu.sh [speed|paper|beyond]     one device call each, in this order
+#     speed (default): every speed figure and the accuracy parity check (5-8 min on an H100, a guess)
+#     paper: the paper's own setting, 200 epochs on FER2013 -> $OUT/paper.db
+#     beyond: a short `beyond` search on FER2013, 4 trials packed on the GPU, no new trial after
+#             4 minutes -> $OUT/beyond.db
 # Environment: DEVICE (default cuda), STEPS (default 100), SKIP="step names" to leave some out.
 # Everything printed also goes to $OUT/gpu.log ($OUT: the device tool's; else ./gpu-out), and the
 # paper run's study to $OUT/paper.db: two files, inside what the device tool brings back.
 set -uo pipefail
-mode=${1:-full}
+mode=${1:-speed}
 out=${OUT:-gpu-out}
 dev=${DEVICE:-cuda}
 steps=${STEPS:-100}
@@ -33,6 +36,11 @@ step() {  # step NAME COMMAND...: run it unless skipped, log it, say how long it
   "$@" 2>&1 | tee -a "$out/gpu.log"
   echo "=== $name: exit ${PIPESTATUS[0]}, $((SECONDS - t0)) s" | tee -a "$out/gpu.log"
 }
+case $mode in
+  speed) ;;
+  paper|beyond) skip="$skip bench bench_compile bench_cudagraphs pack engine parity bench_fer2013 " ;;
+  *) echo "usage: benchmarks/gpu.sh [speed|paper|beyond]"; exit 2 ;;
+esac
 step machine bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1"
 step bench sweep bench --device "$dev" --steps "$steps" --repeats 3
 step bench_compile sweep bench --device "$dev" --steps "$steps" --repeats 3 --compile on
@@ -48,10 +56,14 @@ elif [ -f data/fer2013.csv.gz ]; then
 fi
 if [ -n "$data" ]; then
   step bench_fer2013 sweep bench --device "$dev" --steps "$steps" --repeats 3 --data "$data"
-  if [ "$mode" = full ]; then
+  if [ "$mode" = paper ]; then
     # The paper's own setting, trial 0 of studies/paper.toml: 200 epochs on the paper split.
     step paper sweep run --study paper --trials 1 --device "$dev" --data "$data" --storage "sqlite:///$out/paper.db" --keep-top 0
     step paper_export sweep export --storage "sqlite:///$out/paper.db" --format md --per-class
+  fi
+  if [ "$mode" = beyond ]; then
+    step beyond sweep run --study beyond --trials 16 --per-gpu 4 --timeout 240 --device "$dev" --data "$data" --storage "sqlite:///$out/beyond.db" --keep-top 1
+    step beyond_export sweep export --storage "sqlite:///$out/beyond.db" --format md --per-class --top 5
   fi
 else
   echo "=== no FER2013 in .gpu/ or data/: the real-data steps are left out" | tee -a "$out/gpu.log"
