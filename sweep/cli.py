@@ -185,19 +185,21 @@ def worker(
 @app.command()
 @friendly
 def studies(storage: StorageOpt = DEFAULT_STORAGE):
-    """List the studies in a storage: trials by state and the best value."""
+    """List the studies in a storage: finished trials against the budget, trials by state, the best value."""
     from .stored import study_rows
 
     rows = study_rows(open_storage(storage, create=False))
     if not rows:
         typer.echo(f"no studies in {mask(normalize(storage))}")
         return
-    header = f"{'study':<24} {'data':<10} {'complete':>8} {'pruned':>7} {'failed':>7} {'running':>8} {'best val':>9}"
+    header = (f"{'study':<24} {'data':<10} {'finished':>9} {'complete':>8} {'pruned':>7} {'failed':>7} "
+              f"{'running':>8} {'best val':>9}")
     typer.echo(header)
     for r in rows:
         best = f"{r['best_value']:.2%}" if r["best_value"] is not None else "-"
-        typer.echo(f"{r['study']:<24} {r['data']:<10} {r['complete']:>8} {r['pruned']:>7} {r['failed']:>7} "
-                   f"{r['running']:>8} {best:>9}")
+        finished = f"{r['complete'] + r['pruned']}/{r['budget'] if r['budget'] is not None else '-'}"
+        typer.echo(f"{r['study']:<24} {r['data']:<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
+                   f"{r['failed']:>7} {r['running']:>8} {best:>9}")
 
 
 @app.command()

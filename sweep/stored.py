@@ -24,6 +24,7 @@ def study_rows(storage) -> list[dict]:
             "pruned": count[TrialState.PRUNED],
             "failed": count[TrialState.FAIL],
             "running": count[TrialState.RUNNING],
+            "budget": summary.user_attrs.get("target_trials"),  # finished trials the study should hold
             "best_value": max((t.value for t in complete), default=None),
         })
     return rows

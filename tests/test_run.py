@@ -83,6 +83,7 @@ def test_studies_and_best_commands(tmp_path, tiny_study):
     sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--name", "alpha")
     r = sweep("studies", "--storage", db(tmp_path))
     assert r.exit_code == 0 and "alpha" in r.output and "synthetic" in r.output
+    assert r.output.splitlines()[1].split()[2] == "2/2"  # finished / the study's budget
     r = sweep("best", "--storage", db(tmp_path))
     study = optuna.load_study(study_name="alpha", storage=db(tmp_path))
     assert r.exit_code == 0 and f"best trial {study.best_trial.number}" in r.output
