@@ -4,7 +4,12 @@
 # benchmarks/gpu_prepare.sh (wheels of optuna and its needs, FER2013 packed); then, with the
 # device tool: run(command="benchmarks/gpu.sh", carry=[".gpu"], timeout_s=540).
 #
-#   benchmarks/gpu.sh [speed|paper|beyond]     one device call each, in this order
+#   benchmarks/gpu.sh [speed|paper|beyond|all]     one device call each
+#     all: for a 15-minute device budget, in one call ending after END seconds (default 540): the
+#          bench first, alone on the GPU, then the paper's 200 epochs and a `beyond` search packed
+#          six to the GPU (POOL="--per-gpu 6"), side by side. `beyond` runs on the stratified split here
+#          (val = 15% of Training, test = PublicTest, never used to choose), since the shared
+#          FER2013 has no PrivateTest rows and the official split would leave no test.
 #     speed (default): every speed figure and the accuracy parity check (5-8 min on an H100, a guess)
 #     paper: the paper's own setting, 200 epochs on FER2013 -> $OUT/paper.db
 #     beyond: a short `beyond` search on FER2013, 4 trials packed on the GPU, no new trial after
@@ -37,10 +42,38 @@ step() {  # step NAME COMMAND...: run it unless skipped, log it, say how long it
   echo "=== $name: exit ${PIPESTATUS[0]}, $((SECONDS - t0)) s" | tee -a "$out/gpu.log"
 }
 case $mode in
+  all) ;;
   speed) ;;
   paper|beyond) skip="$skip bench bench_compile bench_cudagraphs pack engine parity bench_fer2013 " ;;
   *) echo "usage: benchmarks/gpu.sh [speed|paper|beyond]"; exit 2 ;;
 esac
+if [ "$mode" = all ]; then
+  end=${END:-540}
+  left() { echo $((end - SECONDS)); }
+  step machine bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1 2>/dev/null"
+  "$python" -c "import sweep.cli, optuna, sqlalchemy; print('optuna', optuna.__version__, 'sqlalchemy', sqlalchemy.__version__)" 2>&1 | tee -a "$out/gpu.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || exit 1
+  # Unpack and parse FER2013 into sweep's cache while the bench has the GPU.
+  ( "$python" -m benchmarks.fer_pack unpack .gpu/fer2013.xz /tmp/fer2013.csv &&
+    "$python" -c "from data import read_source; s = read_source('/tmp/fer2013.csv'); print(s.format, s.images.shape)" ) > "$out/unpack.log" 2>&1 &
+  unpacking=$!
+  step bench timeout -s TERM 120 "$python" -m sweep.cli bench --device "$dev" --steps "$steps" --repeats 3
+  wait $unpacking; cat "$out/unpack.log" >> "$out/gpu.log"
+  sed -e 's/^split = "official"/split = "stratified"/' studies/beyond.toml > /tmp/beyond.toml
+  stop=$(( $(left) - 20 ))
+  echo "=== paper and beyond side by side, stopped after $stop s" | tee -a "$out/gpu.log"
+  timeout -s TERM $stop "$python" -m sweep.cli run --study paper --trials 1 --device "$dev" --data /tmp/fer2013.csv \
+    --storage "sqlite:///$out/paper.db" --keep-top 0 > "$out/paper.log" 2>&1 &
+  paper=$!
+  step beyond timeout -s TERM $stop "$python" -m sweep.cli run --study /tmp/beyond.toml --trials 100 ${POOL:---per-gpu 6} \
+    --timeout $(( stop - ${LAST_START:-150} )) --device "$dev" --data /tmp/fer2013.csv --storage "sqlite:///$out/beyond.db" \
+    --artifact-dir /tmp/beyond-artifacts --keep-top 1
+  wait $paper; echo "=== paper: exit $?" | tee -a "$out/gpu.log"
+  tail -5 "$out/paper.log" >> "$out/gpu.log"
+  step paper_export sweep export --storage "sqlite:///$out/paper.db" --format md --per-class
+  step beyond_export sweep export --storage "sqlite:///$out/beyond.db" --format md --per-class --top 5
+  exit 0
+fi
 step machine bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1"
 step bench sweep bench --device "$dev" --steps "$steps" --repeats 3
 step bench_compile sweep bench --device "$dev" --steps "$steps" --repeats 3 --compile on
