@@ -109,7 +109,7 @@ def run(
                                 artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
                                 compile=compile)
     except Interrupted:
-        typer.echo("sweep: interrupted; the running trial was marked FAIL. Run the same command to resume.",
+        typer.echo("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.",
                    err=True)
         raise typer.Exit(130)
     best = (f"best val {summary.best_value:.2%} (trial {summary.best_number})"

@@ -156,8 +156,18 @@ def recover_abandoned(study: optuna.Study) -> list[int]:
     return recovered
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+class _InterruptOnce:
+    """The first Ctrl-C or SIGTERM stops the run; later ones are ignored, so they cannot cut short the
+    clean-up that marks the running trials FAIL. `timeout` sends two SIGTERMs at once (to the run,
+    then to its process group): on a GPU machine the second one left trials RUNNING."""
+
+    def __init__(self):
+        self.fired = False
+
+    def __call__(self, signum, frame):
+        if not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------- workers
@@ -308,7 +318,8 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
     if artifact_dir is not None and keep_top > 0:
         coordinator.keep_weights(artifact_dir, keep_top)
     coordinator.stopped_by = stopped_by
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt = _InterruptOnce()
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     pool = None
     clean = False
     try:
@@ -326,7 +337,10 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         coordinator.fail_all_running("the coordinator stopped on an error")
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if not interrupt.fired:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        # else the process is on its way out: a late signal must not turn a clean stop into a kill.
         if pool is not None and clean:
             pool.close()
         if coordinator.bar:
