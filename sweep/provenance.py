@@ -17,8 +17,20 @@ def versions() -> dict[str, str]:
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
-            out[dist] = "unknown"
+            out[dist] = _checkout_version() if dist == "sweep" else "unknown"
     return out
+
+
+def _checkout_version() -> str:
+    """sweep's version from pyproject.toml, when it runs from a checkout it was not installed from
+    (as on a GPU machine, through PYTHONPATH)."""
+    import tomllib
+
+    try:
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+            return tomllib.load(f)["project"]["version"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
 
 
 def versions_line() -> str:

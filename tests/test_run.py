@@ -1,6 +1,7 @@
 """The real thing, small: `sweep run` into a temporary SQLite file, read back with plain Optuna."""
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -222,6 +223,44 @@ epochs = 50
     assert "interrupted" in study.trials[0].user_attrs["fail_reason"]
 
 
+def test_sigterm_as_timeout_sends_it_leaves_no_trial_running(tmp_path):
+    # `timeout` signals the run, then the run's whole process group: the coordinator gets SIGTERM
+    # twice, and its workers die under it. Seen on a GPU machine: the second signal cut the
+    # clean-up short and left trials RUNNING.
+    study_file = tmp_path / "slow.toml"
+    study_file.write_text("""
+[data]
+n_images = 600
+[fixed]
+width = 0.25
+epochs = 50
+""")
+    url = db(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--trials", "6", "--workers", "3",
+                             "--study", str(study_file), "--storage", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[1], start_new_session=True)
+    deadline = time.time() + 120
+    running = []
+    while time.time() < deadline and len(running) < 3:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="slow", storage=url)
+            running = [t for t in study.trials if t.state == TrialState.RUNNING and t.intermediate_values]
+        except Exception:
+            pass
+    assert len(running) == 3, "three trials did not reach their first epoch"
+    os.kill(proc.pid, signal.SIGTERM)
+    time.sleep(0.02)  # the second lands while the first is being handled (reproduced the bug here)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    study = optuna.load_study(study_name="slow", storage=url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials)
+
+
 def test_progress_in_a_log_prints_trials_and_throttled_epochs(monkeypatch):
     import io
 
@@ -238,3 +277,25 @@ def test_progress_in_a_log_prints_trials_and_throttled_epochs(monkeypatch):
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("1/4 trials | best val 50.00% | trial 1 epoch 2/10 val 45.00%")
     assert "2/4 trials | best val 60.00% | trial 1 complete val 60.00% in 3.2s" in lines[1]
+
+
+def test_versions_name_sweeps_own_version_when_run_from_a_checkout(monkeypatch):
+    # On a GPU machine sweep runs through PYTHONPATH, not installed: its version still gets recorded.
+    import tomllib
+
+    from sweep import provenance
+
+    real = provenance.metadata.version
+
+    def not_installed(dist):
+        if dist == "sweep":
+            raise provenance.metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(provenance.metadata, "version", not_installed)
+    provenance.versions.cache_clear()
+    try:
+        expected = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+        assert provenance.versions()["sweep"] == expected != "unknown"
+    finally:
+        provenance.versions.cache_clear()
