@@ -348,9 +348,24 @@ def confirm(
     st = open_storage(url, create=False)
     s = pick_study(st, study)
     spec, dataset = spec_and_data(s, data)
-    with sqlite_writer_lock(url):
-        records = run_confirm(s, spec, dataset, top=top, seeds=seeds, device=device,
-                              progress=lambda line: typer.echo(line, err=True))
+    import signal
+
+    from .runner import InterruptOnce
+
+    interrupt = InterruptOnce()
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with sqlite_writer_lock(url):
+            records = run_confirm(s, spec, dataset, top=top, seeds=seeds, device=device,
+                                  progress=lambda line: typer.echo(line, err=True))
+    except KeyboardInterrupt:
+        typer.echo("sweep: interrupted; every seed trained so far is recorded. Run the same command to "
+                   "train the rest.", err=True)
+        raise typer.Exit(130)
+    finally:
+        if not interrupt.fired:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     for r in records:
         test = f", test {r['test_mean']:.2%} +- {r['test_std']:.2%}" if r["test_mean"] is not None else ""
         typer.echo(f"trial {r['trial']}: val {r['val_mean']:.2%} +- {r['val_std']:.2%}{test} over {len(r['seeds'])} seeds")

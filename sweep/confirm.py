@@ -3,6 +3,10 @@
 The results go in the study's attributes (`confirm:<trial number>`: seeds, val and test accuracy
 of each, mean and standard deviation); `sweep export` shows mean +- std where they exist. Selection
 stays on val: test accuracies are recorded, never used to choose.
+
+Each seed's result is stored as soon as it is trained, and the seeds of a trial are always the same
+sequence, so an interrupted confirmation, or one asked again with more seeds, trains only the seeds
+not yet recorded.
 """
 
 from __future__ import annotations
@@ -33,24 +37,49 @@ def confirm(study: optuna.Study, spec, dataset, *, top: int, seeds: int, device:
     study_seed = int(study.user_attrs.get("seed", spec.seed))
     out = []
     for t in ranked[:top]:
-        val, test, used = [], [], confirmation_seeds(study_seed, t.number, seeds)
-        for seed in used:
+        used = confirmation_seeds(study_seed, t.number, seeds)
+        val, test, done = _recorded(confirmations(study.user_attrs).get(t.number), used)
+        if done and progress:
+            progress(f"trial {t.number}: {len(done)} seed(s) already recorded")
+        record = _record(t.number, done, val, test)
+        for seed in used[len(done):]:
             r = train(dataset, spec.config_for(t.params, seed), device=device)
+            done.append(seed)
             val.append(r.val_acc)
             if r.test_acc is not None:
                 test.append(r.test_acc)
+            record = _record(t.number, done, val, test)
+            study.set_user_attr(f"{CONFIRM_PREFIX}{t.number}", json.dumps(record))
             if progress:
                 progress(f"trial {t.number} seed {seed}: val {r.val_acc:.2%}"
                          + (f", test {r.test_acc:.2%}" if r.test_acc is not None else ""))
-        record = {
-            "trial": t.number, "seeds": used, "val": val, "test": test,
-            "val_mean": statistics.mean(val), "val_std": statistics.stdev(val) if len(val) > 1 else 0.0,
-            "test_mean": statistics.mean(test) if test else None,
-            "test_std": (statistics.stdev(test) if len(test) > 1 else 0.0) if test else None,
-        }
-        study.set_user_attr(f"{CONFIRM_PREFIX}{t.number}", json.dumps(record))
         out.append(record)
     return out
+
+
+def _recorded(earlier: dict | None, used: list[int]) -> tuple[list[float], list[float], list[int]]:
+    """(val, test, seeds) of an earlier confirmation that this one can keep: its seeds, as far as they
+    are the start of `used` (all of them when it already holds more)."""
+    if not earlier:
+        return [], [], []
+    seeds = earlier["seeds"]
+    n = 0
+    while n < min(len(seeds), len(used)) and seeds[n] == used[n]:
+        n += 1
+    if n == len(used) and len(seeds) > n and seeds[:n] == used:
+        n = len(seeds)  # asked for fewer seeds than recorded: keep every recorded one
+    has_test = len(earlier["test"]) == len(seeds)
+    return list(earlier["val"][:n]), list(earlier["test"][:n]) if has_test else [], list(seeds[:n])
+
+
+def _record(number: int, seeds: list[int], val: list[float], test: list[float]) -> dict:
+    return {
+        "trial": number, "seeds": list(seeds), "val": list(val), "test": list(test),
+        "val_mean": statistics.mean(val) if val else None,
+        "val_std": (statistics.stdev(val) if len(val) > 1 else 0.0) if val else None,
+        "test_mean": statistics.mean(test) if test else None,
+        "test_std": (statistics.stdev(test) if len(test) > 1 else 0.0) if test else None,
+    }
 
 
 def confirmations(study_user_attrs: dict) -> dict[int, dict]:

@@ -156,7 +156,7 @@ def recover_abandoned(study: optuna.Study) -> list[int]:
     return recovered
 
 
-class _InterruptOnce:
+class InterruptOnce:
     """The first Ctrl-C or SIGTERM stops the run; later ones are ignored, so they cannot cut short the
     clean-up that marks the running trials FAIL. `timeout` sends two SIGTERMs at once (to the run,
     then to its process group): on a GPU machine the second one left trials RUNNING."""
@@ -318,7 +318,7 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
     if artifact_dir is not None and keep_top > 0:
         coordinator.keep_weights(artifact_dir, keep_top)
     coordinator.stopped_by = stopped_by
-    interrupt = _InterruptOnce()
+    interrupt = InterruptOnce()
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     pool = None
     clean = False

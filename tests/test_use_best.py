@@ -4,6 +4,11 @@ import csv
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -79,3 +84,60 @@ def test_confirm_records_mean_and_std_and_export_shows_them(made_study, tmp_path
     assert float(first["val_mean"]) == json.loads(study.user_attrs[f"confirm:{first['trial']}"])["val_mean"]
     assert first["n_seeds"] == "2" and rows[-1]["n_seeds"] in ("", "2")
     assert {"val_acc_angry", "val_acc_disgust", "val_acc_neutral"} <= set(first)
+
+
+def test_confirm_keeps_each_seed_and_trains_only_the_missing_ones(made_study, tmp_path):
+    from sweep.confirm import confirmation_seeds
+
+    url, name = made_study
+    copy = f"sqlite:///{tmp_path / 'r.db'}"
+    optuna.copy_study(from_study_name=name, from_storage=url, to_storage=copy, to_study_name=name)
+    r = sweep("confirm", "--storage", copy, "--top", 1, "--seeds", 1)
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name=name, storage=copy)
+    best = max((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
+    first = json.loads(study.user_attrs[f"confirm:{best.number}"])
+
+    r = sweep("confirm", "--storage", copy, "--top", 1, "--seeds", 3)  # two more, the first kept
+    assert r.exit_code == 0, r.output
+    assert "1 seed(s) already recorded" in r.output
+    assert sum(" seed " in line and "val" in line for line in r.output.splitlines()) == 2
+    study = optuna.load_study(study_name=name, storage=copy)
+    rec = json.loads(study.user_attrs[f"confirm:{best.number}"])
+    assert rec["seeds"] == confirmation_seeds(int(study.user_attrs["seed"]), best.number, 3)
+    assert rec["val"][0] == first["val"][0] and len(rec["val"]) == len(rec["test"]) == 3
+
+    r = sweep("confirm", "--storage", copy, "--top", 1, "--seeds", 2)  # fewer: nothing trained or lost
+    assert r.exit_code == 0 and "3 seed(s) already recorded" in r.output
+    assert not any(" seed " in line and "val" in line for line in r.output.splitlines())
+    study = optuna.load_study(study_name=name, storage=copy)
+    assert json.loads(study.user_attrs[f"confirm:{best.number}"]) == rec
+    assert "over 3 seeds" in r.output
+
+
+def test_confirm_stopped_by_sigterm_keeps_the_seeds_it_trained(tmp_path):
+    study_file = tmp_path / "slowc.toml"
+    study_file.write_text("""
+[data]
+n_images = 400
+[fixed]
+width = 0.125
+epochs = 6
+""")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert sweep("run", "--trials", 1, "--study", study_file, "--storage", url).exit_code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "confirm", "--seeds", "5", "--storage", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[1], start_new_session=True)
+    deadline, rec = time.time() + 120, None
+    while time.time() < deadline and rec is None:
+        time.sleep(0.3)
+        rec = optuna.load_study(study_name="slowc", storage=url).user_attrs.get("confirm:0")
+    assert rec is not None, "no seed was recorded"
+    os.kill(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # as `timeout` does
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "every seed trained so far is recorded" in err
+    kept = json.loads(optuna.load_study(study_name="slowc", storage=url).user_attrs["confirm:0"])
+    assert 1 <= len(kept["seeds"]) < 5 and len(kept["val"]) == len(kept["seeds"])
