@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -348,8 +349,6 @@ def confirm(
     st = open_storage(url, create=False)
     s = pick_study(st, study)
     spec, dataset = spec_and_data(s, data)
-    import signal
-
     from .runner import InterruptOnce
 
     interrupt = InterruptOnce()

@@ -66,8 +66,8 @@ def _recorded(earlier: dict | None, used: list[int]) -> tuple[list[float], list[
     n = 0
     while n < min(len(seeds), len(used)) and seeds[n] == used[n]:
         n += 1
-    if n == len(used) and len(seeds) > n and seeds[:n] == used:
-        n = len(seeds)  # asked for fewer seeds than recorded: keep every recorded one
+    if n == len(used):
+        n = len(seeds)  # every seed asked for is recorded, perhaps more: keep them all
     has_test = len(earlier["test"]) == len(seeds)
     return list(earlier["val"][:n]), list(earlier["test"][:n]) if has_test else [], list(seeds[:n])
 
