@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -352,7 +351,6 @@ def confirm(
     from .runner import InterruptOnce
 
     interrupt = InterruptOnce()
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with sqlite_writer_lock(url):
             records = run_confirm(s, spec, dataset, top=top, seeds=seeds, device=device,
@@ -362,9 +360,7 @@ def confirm(
                    "train the rest.", err=True)
         raise typer.Exit(130)
     finally:
-        if not interrupt.fired:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        interrupt.release()
     for r in records:
         test = f", test {r['test_mean']:.2%} +- {r['test_std']:.2%}" if r["test_mean"] is not None else ""
         typer.echo(f"trial {r['trial']}: val {r['val_mean']:.2%} +- {r['val_std']:.2%}{test} over {len(r['seeds'])} seeds")

@@ -157,17 +157,26 @@ def recover_abandoned(study: optuna.Study) -> list[int]:
 
 
 class InterruptOnce:
-    """The first Ctrl-C or SIGTERM stops the run; later ones are ignored, so they cannot cut short the
-    clean-up that marks the running trials FAIL. `timeout` sends two SIGTERMs at once (to the run,
-    then to its process group): on a GPU machine the second one left trials RUNNING."""
+    """Installed for a run: the first Ctrl-C or SIGTERM stops it (KeyboardInterrupt); later ones are
+    ignored, so they cannot cut short the clean-up that marks the running trials FAIL. `timeout`
+    sends two SIGTERMs at once (to the run, then to its process group): on a GPU machine the second
+    one left trials RUNNING."""
 
     def __init__(self):
         self.fired = False
+        self.previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def __call__(self, signum, frame):
         if not self.fired:
             self.fired = True
             raise KeyboardInterrupt
+
+    def release(self) -> None:
+        """The previous handlers back; once interrupted, both signals ignored instead until the
+        process ends (Python drops its own handlers while it shuts down, and a late SIGTERM would
+        then kill it)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, signal.SIG_IGN if self.fired else handler)
 
 
 # ---------------------------------------------------------------- workers
@@ -319,7 +328,6 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         coordinator.keep_weights(artifact_dir, keep_top)
     coordinator.stopped_by = stopped_by
     interrupt = InterruptOnce()
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     pool = None
     clean = False
     try:
@@ -337,10 +345,7 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         coordinator.fail_all_running("the coordinator stopped on an error")
         raise
     finally:
-        if not interrupt.fired:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        # else the process is on its way out: a late signal must not turn a clean stop into a kill.
+        interrupt.release()
         if pool is not None and clean:
             pool.close()
         if coordinator.bar:
