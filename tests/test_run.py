@@ -192,36 +192,50 @@ def test_fresh_clone_default_falls_back_to_quick_on_synthetic(tmp_path, monkeypa
     assert _resolve(None, None)[1] == str(tmp_path / "elsewhere.csv.gz")
 
 
-def test_ctrl_c_marks_the_running_trial_failed_and_exits_130(tmp_path):
-    study_file = tmp_path / "slow.toml"
-    study_file.write_text("""
+SLOW_STUDY = """
 [data]
 n_images = 600
 [fixed]
 width = 0.25
 epochs = 50
-""")
+"""
+
+
+def _start_slow_run(tmp_path, *args, running: int = 1, **popen):
+    """A `sweep run` of the slow study in a subprocess, returned once `running` of its trials have
+    finished an epoch; and its storage URL."""
+    study_file = tmp_path / "slow.toml"
+    study_file.write_text(SLOW_STUDY)
     url = db(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--trials", "3", "--study", str(study_file),
-                             "--storage", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).parents[1])
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--study", str(study_file), "--storage", url,
+                             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[1], **popen)
     deadline = time.time() + 120
-    running = []
-    while time.time() < deadline and not running:
+    seen = []
+    while time.time() < deadline and len(seen) < running:
         time.sleep(0.5)
         try:
             study = optuna.load_study(study_name="slow", storage=url)
-            running = [t for t in study.trials if t.state == TrialState.RUNNING and t.intermediate_values]
+            seen = [t for t in study.trials if t.state == TrialState.RUNNING and t.intermediate_values]
         except Exception:
             pass
-    assert running, "no trial reached its first epoch"
-    proc.send_signal(signal.SIGINT)
+    assert len(seen) == running, f"{running} trial(s) did not reach their first epoch"
+    return proc, url
+
+
+def _assert_stopped_cleanly(proc, url, n_trials):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     study = optuna.load_study(study_name="slow", storage=url)
-    assert [t.state for t in study.trials] == [TrialState.FAIL]
-    assert "interrupted" in study.trials[0].user_attrs["fail_reason"]
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * n_trials
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials)
+
+
+def test_ctrl_c_marks_the_running_trial_failed_and_exits_130(tmp_path):
+    proc, url = _start_slow_run(tmp_path, "--trials", 3)
+    proc.send_signal(signal.SIGINT)
+    _assert_stopped_cleanly(proc, url, 1)
 
 
 @pytest.mark.parametrize("gap_s", [0.02, 0.4])
@@ -229,40 +243,13 @@ def test_sigterm_as_timeout_sends_it_leaves_no_trial_running(tmp_path, gap_s):
     # `timeout` signals the run, then the run's whole process group: the coordinator gets SIGTERM
     # twice, and its workers die under it. Seen on a GPU machine: the second signal cut the
     # clean-up short and left trials RUNNING.
-    study_file = tmp_path / "slow.toml"
-    study_file.write_text("""
-[data]
-n_images = 600
-[fixed]
-width = 0.25
-epochs = 50
-""")
-    url = db(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--trials", "6", "--workers", "3",
-                             "--study", str(study_file), "--storage", url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).parents[1], start_new_session=True)
-    deadline = time.time() + 120
-    running = []
-    while time.time() < deadline and len(running) < 3:
-        time.sleep(0.5)
-        try:
-            study = optuna.load_study(study_name="slow", storage=url)
-            running = [t for t in study.trials if t.state == TrialState.RUNNING and t.intermediate_values]
-        except Exception:
-            pass
-    assert len(running) == 3, "three trials did not reach their first epoch"
+    proc, url = _start_slow_run(tmp_path, "--trials", 6, "--workers", 3, running=3, start_new_session=True)
     os.kill(proc.pid, signal.SIGTERM)
     # 0.02 s: the second lands during the clean-up (it left trials RUNNING); 0.4 s: after it, while
     # Python shuts down (it ended the process with -15).
     time.sleep(gap_s)
     os.killpg(proc.pid, signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "interrupted" in err
-    study = optuna.load_study(study_name="slow", storage=url)
-    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
-    assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials)
+    _assert_stopped_cleanly(proc, url, 3)
 
 
 def test_progress_in_a_log_prints_trials_and_throttled_epochs(monkeypatch):

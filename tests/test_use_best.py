@@ -66,10 +66,16 @@ def test_predict_without_kept_weights_is_a_clear_error(tmp_path, tiny_study):
     assert r.exit_code == 2 and "kept no weights" in r.output
 
 
-def test_confirm_records_mean_and_std_and_export_shows_them(made_study, tmp_path):
+def _copy(made_study, tmp_path) -> tuple[str, str]:
+    """A private copy of the shared study, which confirm writes into."""
     url, name = made_study
-    copy = f"sqlite:///{tmp_path / 'c.db'}"
+    copy = f"sqlite:///{tmp_path / 'copy.db'}"
     optuna.copy_study(from_study_name=name, from_storage=url, to_storage=copy, to_study_name=name)
+    return copy, name
+
+
+def test_confirm_records_mean_and_std_and_export_shows_them(made_study, tmp_path):
+    copy, name = _copy(made_study, tmp_path)
     r = sweep("confirm", "--storage", copy, "--top", 2, "--seeds", 2)
     assert r.exit_code == 0, r.output
     study = optuna.load_study(study_name=name, storage=copy)
@@ -89,9 +95,7 @@ def test_confirm_records_mean_and_std_and_export_shows_them(made_study, tmp_path
 def test_confirm_keeps_each_seed_and_trains_only_the_missing_ones(made_study, tmp_path):
     from sweep.confirm import confirmation_seeds
 
-    url, name = made_study
-    copy = f"sqlite:///{tmp_path / 'r.db'}"
-    optuna.copy_study(from_study_name=name, from_storage=url, to_storage=copy, to_study_name=name)
+    copy, name = _copy(made_study, tmp_path)
     r = sweep("confirm", "--storage", copy, "--top", 1, "--seeds", 1)
     assert r.exit_code == 0, r.output
     study = optuna.load_study(study_name=name, storage=copy)
