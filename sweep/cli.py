@@ -337,6 +337,7 @@ def confirm(
     from model import resolve_device
 
     from .confirm import confirm as run_confirm
+    from .runner import Interrupted
     from .locks import sqlite_writer_lock
     from .stored import pick_study, spec_and_data
 
@@ -348,19 +349,14 @@ def confirm(
     st = open_storage(url, create=False)
     s = pick_study(st, study)
     spec, dataset = spec_and_data(s, data)
-    from .runner import InterruptOnce
-
-    interrupt = InterruptOnce()
     try:
         with sqlite_writer_lock(url):
             records = run_confirm(s, spec, dataset, top=top, seeds=seeds, device=device,
                                   progress=lambda line: typer.echo(line, err=True))
-    except KeyboardInterrupt:
+    except Interrupted:
         typer.echo("sweep: interrupted; every seed trained so far is recorded. Run the same command to "
                    "train the rest.", err=True)
         raise typer.Exit(130)
-    finally:
-        interrupt.release()
     for r in records:
         test = f", test {r['test_mean']:.2%} +- {r['test_std']:.2%}" if r["test_mean"] is not None else ""
         typer.echo(f"trial {r['trial']}: val {r['val_mean']:.2%} +- {r['val_std']:.2%}{test} over {len(r['seeds'])} seeds")

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from model import train
 
 from .errors import SweepError
-from .runner import trial_seed
+from .runner import Interrupted, InterruptOnce, trial_seed
 
 CONFIRM_PREFIX = "confirm:"
 SEED_OFFSET = 7919  # confirmation seeds come from another stream than the trials' own
@@ -36,24 +36,26 @@ def confirm(study: optuna.Study, spec, dataset, *, top: int, seeds: int, device:
         raise SweepError(f"study '{study.study_name}' has no complete trial to confirm")
     study_seed = int(study.user_attrs.get("seed", spec.seed))
     out = []
-    for t in ranked[:top]:
-        used = confirmation_seeds(study_seed, t.number, seeds)
-        val, test, done = _recorded(confirmations(study.user_attrs).get(t.number), used)
-        if done and progress:
-            progress(f"trial {t.number}: {len(done)} seed(s) already recorded")
-        record = _record(t.number, done, val, test)
-        for seed in used[len(done):]:
-            r = train(dataset, spec.config_for(t.params, seed), device=device)
-            done.append(seed)
-            val.append(r.val_acc)
-            if r.test_acc is not None:
-                test.append(r.test_acc)
-            record = _record(t.number, done, val, test)
-            study.set_user_attr(f"{CONFIRM_PREFIX}{t.number}", json.dumps(record))
-            if progress:
-                progress(f"trial {t.number} seed {seed}: val {r.val_acc:.2%}"
-                         + (f", test {r.test_acc:.2%}" if r.test_acc is not None else ""))
-        out.append(record)
+    with InterruptOnce():
+        try:
+            for t in ranked[:top]:
+                used = confirmation_seeds(study_seed, t.number, seeds)
+                val, test, done = _recorded(confirmations(study.user_attrs).get(t.number), used)
+                if done and progress:
+                    progress(f"trial {t.number}: {len(done)} seed(s) already recorded")
+                for seed in used[len(done):]:
+                    r = train(dataset, spec.config_for(t.params, seed), device=device)
+                    done.append(seed)
+                    val.append(r.val_acc)
+                    if r.test_acc is not None:
+                        test.append(r.test_acc)
+                    study.set_user_attr(f"{CONFIRM_PREFIX}{t.number}", json.dumps(_record(t.number, done, val, test)))
+                    if progress:
+                        progress(f"trial {t.number} seed {seed}: val {r.val_acc:.2%}"
+                                 + (f", test {r.test_acc:.2%}" if r.test_acc is not None else ""))
+                out.append(_record(t.number, done, val, test))
+        except KeyboardInterrupt:
+            raise Interrupted() from None  # every seed trained so far is stored
     return out
 
 

@@ -51,7 +51,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class Interrupted(Exception):
-    """Ctrl-C or SIGTERM while a sweep runs; the running trials have been marked FAIL."""
+    """Ctrl-C or SIGTERM stopped a sweep or a confirmation; what was done is stored (running trials FAIL)."""
 
 
 @dataclass
@@ -157,24 +157,24 @@ def recover_abandoned(study: optuna.Study) -> list[int]:
 
 
 class InterruptOnce:
-    """Installed for a run: the first Ctrl-C or SIGTERM stops it (KeyboardInterrupt); later ones are
-    ignored, so they cannot cut short the clean-up that marks the running trials FAIL. `timeout`
-    sends two SIGTERMs at once (to the run, then to its process group): on a GPU machine the second
-    one left trials RUNNING."""
+    """`with InterruptOnce():` around a run: the first Ctrl-C or SIGTERM stops it (KeyboardInterrupt);
+    later ones are ignored, so they cannot cut short the clean-up that records what was done.
+    `timeout` sends two SIGTERMs at once (to the run, then to its process group): on a GPU machine
+    the second one left trials RUNNING. On leaving, the previous handlers come back; once
+    interrupted, both signals stay ignored instead until the process ends (Python drops its own
+    handlers while it shuts down, and a late SIGTERM would then kill it)."""
 
-    def __init__(self):
+    def __enter__(self):
         self.fired = False
         self.previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
 
     def __call__(self, signum, frame):
         if not self.fired:
             self.fired = True
             raise KeyboardInterrupt
 
-    def release(self) -> None:
-        """The previous handlers back; once interrupted, both signals ignored instead until the
-        process ends (Python drops its own handlers while it shuts down, and a late SIGTERM would
-        then kill it)."""
+    def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, signal.SIG_IGN if self.fired else handler)
 
@@ -327,29 +327,28 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
     if artifact_dir is not None and keep_top > 0:
         coordinator.keep_weights(artifact_dir, keep_top)
     coordinator.stopped_by = stopped_by
-    interrupt = InterruptOnce()
-    pool = None
-    clean = False
-    try:
-        pool = _Pool(n_workers, slots, data_args, threads, compile)
-        coordinator.loop(pool, data.content_hash)
-        clean = True
-    except KeyboardInterrupt:
-        if pool is not None:
-            pool.close(graceful=False)  # stop the training now; the trials are failed below
-        coordinator.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
-        raise Interrupted() from None
-    except BaseException:
-        if pool is not None:
-            pool.close(graceful=False)
-        coordinator.fail_all_running("the coordinator stopped on an error")
-        raise
-    finally:
-        interrupt.release()
-        if pool is not None and clean:
-            pool.close()
-        if coordinator.bar:
-            coordinator.bar.close()
+    with InterruptOnce():
+        pool = None
+        clean = False
+        try:
+            pool = _Pool(n_workers, slots, data_args, threads, compile)
+            coordinator.loop(pool, data.content_hash)
+            clean = True
+        except KeyboardInterrupt:
+            if pool is not None:
+                pool.close(graceful=False)  # stop the training now; the trials are failed below
+            coordinator.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
+            raise Interrupted() from None
+        except BaseException:
+            if pool is not None:
+                pool.close(graceful=False)
+            coordinator.fail_all_running("the coordinator stopped on an error")
+            raise
+        finally:
+            if pool is not None and clean:
+                pool.close()
+            if coordinator.bar:
+                coordinator.bar.close()
     return coordinator.summary(name)
 
 
