@@ -17,8 +17,8 @@ import statistics
 import numpy as np
 
 from data import equalize, make_synthetic
-from data.splits import Dataset
 from model import resolve_device, train
+from sweep.bench import bench_dataset
 
 # (precision, channels_last, compile)
 CASES = [("bf16", False, "off"), ("bf16", True, "off"), ("fp32", False, "off"), ("fp32", True, "off"),
@@ -44,8 +44,7 @@ def main() -> None:
     widths = ((1.0, 10), (0.125, 60)) if dev.type == "cpu" else ((1.0, 100), (0.125, 100))
     for width, steps in widths:
         src = make_synthetic(steps * 128, 0)
-        x, y = equalize(src.images), src.labels.astype(np.int64)
-        ds = Dataset("bench", "synthetic", "bench", "", "bench", x, y, x[:8], y[:8], x[:0], y[:0])
+        ds = bench_dataset(equalize(src.images), src.labels.astype(np.int64), "synthetic")
 
         def run(case):
             precision, cl, compile = case
