@@ -48,11 +48,12 @@ case $mode in
   paper|beyond) skip="$skip bench bench_compile bench_cudagraphs pack engine parity bench_fer2013 " ;;
   *) echo "usage: benchmarks/gpu.sh [speed|paper|beyond|all]"; exit 2 ;;
 esac
+machine="nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1 2>/dev/null"
 sed -e 's/^split = "official"/split = "stratified"/' studies/beyond.toml > /tmp/beyond.toml
 if [ "$mode" = all ]; then
   end=${END:-540}
   left() { echo $((end - SECONDS)); }
-  step machine bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1 2>/dev/null"
+  step machine bash -c "$machine"
   "$python" -c "import sweep.cli, optuna, sqlalchemy; print('optuna', optuna.__version__, 'sqlalchemy', sqlalchemy.__version__)" 2>&1 | tee -a "$out/gpu.log"
   [ "${PIPESTATUS[0]}" = 0 ] || exit 1
   # Unpack and parse FER2013 into sweep's cache while the bench has the GPU.
@@ -73,7 +74,7 @@ if [ "$mode" = all ]; then
   [ -f "$out/beyond.db" ] && step beyond_export sweep export --storage "sqlite:///$out/beyond.db" --format md --per-class --top 5
   exit 0
 fi
-step machine bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1"
+step machine bash -c "$machine"
 step bench sweep bench --device "$dev" --steps "$steps" --repeats 3
 step bench_compile sweep bench --device "$dev" --steps "$steps" --repeats 3 --compile on
 step bench_cudagraphs sweep bench --device "$dev" --steps "$steps" --repeats 3 --compile cudagraphs
