@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .classes import CLASSES, IMAGE_SIZE, N_CLASSES
 from .errors import DataError
-from .preprocess import augment, equalize, to_float
+from .preprocess import apply_augment, augment, augment_draws, equalize, to_float
 from .sources import Source, read_source
 from .splits import PAPER_N_TRAIN, SPLITS, Dataset, make_dataset, split_indices
 from .synthetic import make_synthetic
@@ -45,6 +45,6 @@ def load_dataset(source: str | os.PathLike, split: str = "official", *, n_images
 __all__ = [
     "CLASSES", "IMAGE_SIZE", "N_CLASSES", "SPLITS", "SYNTHETIC", "PAPER_N_TRAIN", "DEFAULT_PATHS",
     "DataError", "Dataset", "Source",
-    "augment", "equalize", "to_float", "find_fer2013", "load_dataset", "make_dataset", "make_synthetic",
+    "apply_augment", "augment", "augment_draws", "equalize", "to_float", "find_fer2013", "load_dataset", "make_dataset", "make_synthetic",
     "read_source", "split_indices",
 ]

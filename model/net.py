@@ -28,6 +28,7 @@ class FERNet(nn.Module):
         super().__init__()
         if not width > 0:
             raise ValueError("width must be positive")
+        self.width = width
         chans = [_scaled(c, width) for c in CONV_CHANNELS]
         units = [_scaled(u, width) for u in FC_UNITS]
         layers: list[nn.Module] = []

@@ -64,6 +64,15 @@ def _make_optimizer(cfg: TrainConfig, params, fused: bool = False) -> torch.opti
     return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def make_lr_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+    """The lr scheduler of `cfg.lr_schedule`, stepped once per epoch; None for a constant lr."""
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
+    return None
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast) -> tuple[float, torch.Tensor]:
     """Accuracy and the (true, predicted) confusion counts of `model` on uint8 images `x`."""
@@ -125,12 +134,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "au
         torch.compile(model, mode="reduce-overhead" if compile == "cudagraphs" else None)
     optimizer = _make_optimizer(cfg, model.parameters(), fused=dev.type == "cuda")
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    if cfg.lr_schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    elif cfg.lr_schedule == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
-    else:
-        scheduler = None
+    scheduler = make_lr_schedule(cfg, optimizer)
     n = len(x_train)
     # Drop the ragged last batch: a batch of one breaks BatchNorm, and a fresh permutation each
     # epoch means every image is still seen.
