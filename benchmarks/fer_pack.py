@@ -1,10 +1,9 @@
-"""Carry FER2013 to a GPU machine in fewer bytes, and back into a Kaggle CSV there.
+"""Carry FER2013 to a GPU machine or cluster node in fewer bytes, and back into a Kaggle CSV there.
 
-    python -m benchmarks.fer_pack pack ../shared/fer2013/fer2013.csv.gz .gpu/fer2013.xz
+    python -m benchmarks.fer_pack pack data/fer2013.csv.gz .gpu/fer2013.xz
     python -m benchmarks.fer_pack unpack .gpu/fer2013.xz /tmp/fer2013.csv
 
-The device tool carries at most 64 MiB; the Kaggle csv.gz is 84 MB, its images as raw uint8
-under xz about 55 MB. `unpack` writes the same rows (emotion, pixels, Usage) as a plain Kaggle
+The Kaggle csv.gz is 84 MB; its images as raw uint8 under xz about 55 MB. `unpack` writes the same rows (emotion, pixels, Usage) as a plain Kaggle
 CSV, which `sweep` reads like the original: the images, labels and usage are identical, only the
 file (and so the data hash stored with each trial) differs.
 """

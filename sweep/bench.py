@@ -18,7 +18,7 @@ import numpy as np
 
 from data import Dataset, make_synthetic
 from data.classes import USAGE_CODES
-from model import check_compile, forward_flops, resolve_device, train
+from model import TrainConfig, check_compile, forward_flops, resolve_device, train, train_fused
 from model.device import device_name, use_bf16
 from model.reference import reference_train_speed, to_pixel_strings
 
@@ -247,6 +247,84 @@ def run_pack(ks: list[int], *, steps: int = 20, batch_size: int = 128, width: fl
     for row in out.rows:
         row.speedup = row.aggregate_images_per_s / base if base else 0.0
     return out
+
+
+# ---------------------------------------------------------------- K trials fused into one network
+
+
+@dataclass
+class FuseRow:
+    k: int  # trials fused into one network (k = 0: one plain, eager trial, the baseline)
+    aggregate_images_per_s: float  # training images of all k trials per second (median of repeats)
+    repeats: list[float]
+    speedup: float  # against the plain trial, measured in the same run
+    trial_epoch_s: float  # a FER2013 epoch's cost per trial: 28,709 images at its share of the group
+
+
+@dataclass
+class FuseResult:
+    device: str
+    device_name: str
+    width: float
+    batch_size: int
+    steps: int
+    compile: str
+    precision: str
+    rows: list[FuseRow] = field(default_factory=list)
+    versions: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_fuse(ks: list[int], *, steps: int = 20, batch_size: int = 128, width: float = 1.0, repeats: int = 3,
+             device: str = "auto", compile: str = "off", progress=None) -> FuseResult:
+    """Aggregate training images/s of k trials fused into one network, for each k in `ks`,
+    against one plain trial (`train`) in the same run; the members differ in lr and seed, as a
+    sweep's do. Each figure is the last of two epochs of `steps` steps (the first warms up),
+    median over `repeats` rounds that take every k in turn."""
+    from data import equalize
+
+    from .provenance import versions_line
+
+    dev = resolve_device(device)
+    check_compile(compile, dev)
+    raw, labels, data_name = bench_data(None, steps * batch_size)
+    ds = bench_dataset(equalize(raw), labels, data_name)
+    precision_used = "bf16" if use_bf16(dev, "auto") else "fp32"
+    base = dict(epochs=2, batch_size=batch_size, optimizer="sgd", momentum=0.9, width=width)
+    figures: dict[int, list[float]] = {k: [] for k in [0, *ks]}
+    for r in range(repeats):
+        for k in figures:
+            if k == 0:
+                result = train(ds, TrainConfig(lr=0.01, seed=r, **base), device=str(dev), compile=compile)
+                figures[k].append(result.history[-1]["images_per_s"])
+            else:
+                configs = [TrainConfig(lr=0.01 * 0.8 ** i, seed=r * 1000 + i, **base) for i in range(k)]
+                results = train_fused(ds, configs, device=str(dev), compile=compile)
+                figures[k].append(results[0].history[-1]["images_per_s"])  # the group's, all members together
+            if progress:
+                progress(f"round {r + 1}/{repeats}: {'plain' if k == 0 else f'fused k={k}'} "
+                         f"{figures[k][-1]:.1f} images/s")
+    out = FuseResult(device=dev.type, device_name=device_name(dev), width=width, batch_size=batch_size, steps=steps,
+                     compile=compile, precision=precision_used, versions=versions_line())
+    plain = statistics.median(figures[0])
+    for k, values in figures.items():
+        agg = statistics.median(values)
+        out.rows.append(FuseRow(k=k, aggregate_images_per_s=agg, repeats=values, speedup=agg / plain,
+                                trial_epoch_s=FER2013_TRAIN_IMAGES / agg))
+    return out
+
+
+def format_fuse(r: FuseResult) -> str:
+    lines = [f"device      {r.device_name}",
+             f"workload    width {r.width} network, batch {r.batch_size}, {r.steps} steps per epoch, "
+             f"{r.precision}, compile {r.compile}; median of {len(r.rows[0].repeats)} rounds",
+             "trials            aggregate images/s  vs one plain trial  s per FER2013 epoch per trial"]
+    for row in r.rows:
+        label = "1 plain" if row.k == 0 else f"{row.k} fused"
+        lines.append(f"{label:<16} {row.aggregate_images_per_s:19.1f}  {row.speedup:17.2f}x  {row.trial_epoch_s:29.2f}")
+    return "\n".join(lines)
 
 
 def format_pack(r: PackResult) -> str:

@@ -78,6 +78,7 @@ def run(
     artifact_dir: Annotated[Optional[str], typer.Option(help="Where the best trials' weights are kept [default: DB-artifacts/ beside a SQLite file, else ./artifacts].")] = None,
     keep_top: Annotated[int, typer.Option(min=0, help="Keep the weights of this many best trials (0: none).")] = 3,
     compile: Annotated[str, typer.Option(help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only). Speed only: docs/benchmarks.md.")] = "off",
+    fuse: Annotated[str, typer.Option(help="Trials trained at once as one fused network per worker: K, auto (16 on a GPU, off on a CPU) or off. Trials fuse when they share batch size, width, optimizer and precision.")] = "off",
 ):
     """Run a sweep until the study holds --trials finished trials; a rerun resumes, never overshoots."""
     from model import resolve_device
@@ -99,7 +100,7 @@ def run(
     from .runner import plan_workers
 
     gpu_list = _parse_gpus(gpus)
-    plan_workers(device, workers, gpu_list, per_gpu, compile)  # bad worker options fail before the storage is touched
+    plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)  # bad worker options fail before the storage is touched
     try:
         with sqlite_writer_lock(url):
             st = open_storage(url, create=True)
@@ -107,7 +108,7 @@ def run(
             summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
                                 timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,
                                 artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
-                                compile=compile)
+                                compile=compile, fuse=fuse)
     except Interrupted:
         typer.echo("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.",
                    err=True)
@@ -154,6 +155,7 @@ def worker(
     artifact_dir: Annotated[Optional[str], typer.Option(help="Where the best trials' weights are kept [default: the study's].")] = None,
     keep_top: Annotated[int, typer.Option(min=0, help="Keep the weights of this many best trials (0: none).")] = 3,
     compile: Annotated[str, typer.Option(help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only). Speed only: docs/benchmarks.md.")] = "off",
+    fuse: Annotated[str, typer.Option(help="Trials trained at once as one fused network per worker: K, auto (16 on a GPU, off on a CPU) or off. Trials fuse when they share batch size, width, optimizer and precision.")] = "off",
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
     from .locks import sqlite_writer_lock
@@ -162,7 +164,7 @@ def worker(
 
     url = normalize(storage)
     gpu_list = _parse_gpus(gpus)
-    plan_workers(device, workers, gpu_list, per_gpu, compile)
+    plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)
     st = open_storage(url, create=False)
     s = pick_study(st, study)
     attrs = s.user_attrs
@@ -174,7 +176,7 @@ def worker(
         with sqlite_writer_lock(url):
             summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
                                 timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
-                                gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile,
+                                gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, fuse=fuse,
                                 artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
     except Interrupted:
         typer.echo("sweep: interrupted; the running trials were marked FAIL.", err=True)
@@ -293,6 +295,7 @@ def bench(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     compile: Annotated[str, typer.Option(help="The trainer's engine option: off, on or cudagraphs (CUDA only).")] = "off",
     pack: Annotated[Optional[str], typer.Option(help="Instead: aggregate images/s of K trials trained at once on the device, for each K in a list like 1,2,4,8.")] = None,
+    fuse: Annotated[Optional[str], typer.Option(help="Instead: aggregate images/s of K trials fused into one network, for each K in a list like 1,4,16,32, against one plain trial.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Measure training speed: this trainer against a paper-style per-image DataLoader pipeline."""
@@ -300,20 +303,22 @@ def bench(
 
     from model import check_compile, resolve_device
 
-    from .bench import format_bench, format_pack, run_bench, run_pack
+    from .bench import format_bench, format_fuse, format_pack, run_bench, run_fuse, run_pack
 
     try:
         check_compile(compile, resolve_device(device))
     except ValueError as e:
         raise SweepError(str(e)) from None
     say = None if json_out else (lambda line: typer.echo(line, err=True))
+    if pack is not None and fuse is not None:
+        raise SweepError("--pack and --fuse measure different things: give one")
+    if fuse is not None:
+        fused = run_fuse(_counts("--fuse", fuse), steps=steps, batch_size=batch_size, width=width, repeats=repeats,
+                         device=device, compile=compile, progress=say)
+        typer.echo(json.dumps(fused.to_dict(), indent=2) if json_out else format_fuse(fused))
+        return
     if pack is not None:
-        try:
-            ks = [int(k) for k in pack.split(",") if k.strip()]
-        except ValueError:
-            raise SweepError(f"--pack {pack}: expected trial counts like 1,2,4,8") from None
-        if not ks or min(ks) < 1:
-            raise SweepError(f"--pack {pack}: expected trial counts of at least 1, like 1,2,4,8")
+        ks = _counts("--pack", pack)
         packed = run_pack(ks, steps=steps, batch_size=batch_size, width=width, device=device, compile=compile,
                           progress=say)
         typer.echo(json.dumps(packed.to_dict(), indent=2) if json_out else format_pack(packed))
@@ -321,6 +326,16 @@ def bench(
     result = run_bench(steps=steps, batch_size=batch_size, width=width, repeats=repeats, device=device, data=data,
                        compile=compile, progress=say)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_out else format_bench(result))
+
+
+def _counts(option: str, text: str) -> list[int]:
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise SweepError(f"{option} {text}: expected trial counts like 1,2,4,8") from None
+    if not ks or min(ks) < 1:
+        raise SweepError(f"{option} {text}: expected trial counts of at least 1, like 1,2,4,8")
+    return ks
 
 
 @app.command()

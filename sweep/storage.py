@@ -17,13 +17,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from .errors import SweepError
+from .recovery import GRACE_S, HEARTBEAT_S
 
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 SQLITE_TIMEOUT_S = 60  # how long a writer waits for a lock before SQLite gives up
-# How often the coordinator writes a running trial's heartbeat (s), and how old a heartbeat may
-# get before its trial is taken as abandoned (s). The environment overrides them (tests shorten them).
-HEARTBEAT_S = int(os.environ.get("SWEEP_HEARTBEAT_S", 5))
-GRACE_S = int(os.environ.get("SWEEP_GRACE_S", 30))
 
 
 def mask(url: str) -> str:
@@ -80,9 +77,10 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
                          "(use sqlite:///FILE or postgresql://USER@HOST/DB)")
     try:
         with _schema_lock(url, backend):
-            # Heartbeats let any process tell a dead process's RUNNING trials from live ones.
+            # Heartbeats let any process tell a dead process's RUNNING trials from live ones; the
+            # stale ones are failed and re-queued by sweep.recovery, with their reason.
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S, heartbeat_stale_trial_callback=_requeue_stale)
+                                              grace_period=GRACE_S)
     except ImportError:
         raise SweepError(f"storage '{mask(url)}': no database driver for '{u.drivername}'; "
                          "for PostgreSQL install the postgres extra: pip install -e '.[postgres]'") from None
@@ -112,12 +110,6 @@ def _schema_lock(url: str, backend: str):
                 con.commit()
     finally:
         engine.dispose()
-
-
-def _requeue_stale(study, trial) -> None:
-    from .runner import requeue_stale  # the run loop owns re-queueing
-
-    requeue_stale(study, trial)
 
 
 def _enable_wal(path: Path) -> None:

@@ -1,9 +1,13 @@
 """A training worker process: loads the data set once, then trains trial after trial.
 
-It never touches the storage. It receives a job (trial number, hyperparameters, device), streams
-each epoch's record to the coordinator, waits for the prune verdict, and sends back the result.
-Living across trials keeps the data loaded once per worker; a worker that dies takes only its
-own trial with it.
+It never touches the storage. It receives jobs (trial number, hyperparameters, device), streams
+each epoch's record to the coordinator and waits for the prune verdict, sends the result, and
+then the coordinator's word on the weights (save them to a path, or not). Living across trials
+keeps the data loaded once per worker; a worker that dies takes only its own trials with it.
+
+A fused worker (`fused=True`) trains its jobs as one group (model.FusedTrainer): jobs that arrive
+while the group trains join it at the next epoch boundary, and a member whose schedule ends, that
+is pruned or diverges leaves there. Messages are the same, one per member, in the same order.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import signal
 import time
 import traceback
+from collections import deque
 from dataclasses import asdict
 
 
@@ -23,21 +28,56 @@ def _first_claim(path: str) -> bool:
         return False
 
 
-def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "off") -> None:
-    """Process entry point. Messages out: ready, epoch, done, oom, error.
+class _Faults:
+    """Fault injection for the test suite: SWEEP_FAULT_OOM_ONCE="NUMBERS:FLAGFILE" makes the first
+    attempt at each listed trial raise a CUDA out-of-memory, once across all workers (the flag
+    file records it)."""
+
+    def __init__(self, env: dict):
+        numbers, _, self.flag = env.get("SWEEP_FAULT_OOM_ONCE", "").partition(":")
+        self.numbers = {int(n) for n in numbers.split(",") if n.strip()}
+
+    def check(self, numbers) -> None:
+        import torch
+
+        for n in numbers:
+            if n in self.numbers and _first_claim(f"{self.flag}.{n}"):
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+
+
+def _one_line(e: BaseException) -> str:
+    first = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {first}"[:500]
+
+
+def _result_message(number: int, result, call_s: float, extra: dict) -> tuple:
+    out = asdict(result)
+    out.pop("model", None)
+    out["call_s"] = call_s  # all of train() (its share, fused): what the orchestration benchmark subtracts
+    out.update(extra)
+    return ("done", number, out)
+
+
+def _save(conn, number: int, model, reply: tuple) -> None:
+    """Answer the coordinator's word on a finished trial's weights."""
+    import torch
+
+    if reply[0] == "save":
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, reply[2])
+        conn.send(("saved", number, reply[2]))
+
+
+def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "off", fused: bool = False) -> None:
+    """Process entry point. Messages out: ready, epoch, done, saved, oom, error.
 
     `compile` is the engine option of `model.train`; the worker lives across trials, so a compiled
     graph is built by its first trial and reused by every later one of the same shapes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     os.environ.clear()
     os.environ.update(env)  # before anything reads it: CUDA_VISIBLE_DEVICES, SWEEP_CACHE
-    # Fault injection for the test suite: "NUMBERS:FLAGFILE" makes the first attempt at each listed
-    # trial raise a CUDA out-of-memory, once across all workers (the flag file records it).
-    fault_oom_once = env.get("SWEEP_FAULT_OOM_ONCE", "")
     import torch
 
     from data import load_dataset
-    from model import TrainConfig, train
 
     torch.set_num_threads(max(1, threads))
     try:
@@ -46,23 +86,26 @@ def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "
         conn.send(("error", None, f"worker could not load the data: {e}"))
         return
     conn.send(("ready", os.getpid(), dataset.content_hash))
+    try:
+        (_fused_loop if fused else _plain_loop)(conn, dataset, compile, _Faults(env))
+    except (BrokenPipeError, EOFError, ConnectionResetError, OSError):
+        return  # the coordinator is gone
+
+
+def _plain_loop(conn, dataset, compile: str, faults: _Faults) -> None:
+    import torch
+
+    from model import TrainConfig, train
+
     last: tuple[int, object] | None = None  # (trial number, model) of the last finished trial
-    oom_numbers, _, oom_flag = fault_oom_once.partition(":")
-    oom_once = {int(n) for n in oom_numbers.split(",") if n.strip()}
     while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return  # the coordinator is gone
+        msg = conn.recv()
         if msg[0] == "stop":
             return
-        if msg[0] == "save":  # the coordinator keeps this trial's weights (it ranks in the top K)
-            _, number, path = msg
-            if last is not None and last[0] == number:
-                torch.save({k: v.detach().cpu() for k, v in last[1].state_dict().items()}, path)
-                conn.send(("saved", number, path))
-            else:
-                conn.send(("saved", number, None))
+        if msg[0] in ("save", "nosave"):  # the coordinator's word on the last trial's weights
+            if last is not None and last[0] == msg[1]:
+                _save(conn, msg[1], last[1], msg)
+            last = None
             continue
         _, number, config, device = msg
         last = None
@@ -72,26 +115,98 @@ def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "
             return conn.recv() == "prune"
 
         try:
-            if number in oom_once and _first_claim(f"{oom_flag}.{number}"):
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+            faults.check([number])
             t0 = time.perf_counter()
             result = train(dataset, TrainConfig(**config), device=device, on_epoch=on_epoch, keep_model=True,
                            compile=compile)
             call_s = time.perf_counter() - t0
-        except (BrokenPipeError, EOFError, ConnectionResetError):
-            return
         except torch.cuda.OutOfMemoryError as e:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             conn.send(("oom", number, str(e).splitlines()[0] if str(e) else "out of memory"))
             continue
+        except (BrokenPipeError, EOFError, ConnectionResetError):
+            raise
         except Exception as e:  # noqa: BLE001 - a trial's crash is reported, the worker lives on
-            first = str(e).splitlines()[0] if str(e) else ""
-            conn.send(("error", number, f"{type(e).__name__}: {first}"[:500],
-                       traceback.format_exc(limit=3)[-2000:]))
+            conn.send(("error", number, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
             continue
         last = (number, result.model)
-        result.model = None
-        out = asdict(result)
-        out["call_s"] = call_s  # all of train(): what the orchestration benchmark subtracts
-        conn.send(("done", number, out))
+        conn.send(_result_message(number, result, call_s, {"fused_k": 1}))
+
+
+def _fused_loop(conn, dataset, compile: str, faults: _Faults) -> None:
+    import torch
+
+    from model import FusedTrainer, TrainConfig, outcome
+
+    jobs: deque = deque()  # (number, config, device) not yet in the group
+    trainer: FusedTrainer | None = None
+    groups = 0  # groups this worker has formed: with the pid, a group's id
+
+    def handle(msg) -> bool:
+        """Take a message that is not a reply; False on stop."""
+        if msg[0] == "stop":
+            return False
+        if msg[0] == "train":
+            jobs.append(msg[1:])
+        return True
+
+    def reply() -> object:
+        """The coordinator's answer to the last message sent; jobs sent meanwhile are kept."""
+        while True:
+            msg = conn.recv()
+            if isinstance(msg, tuple) and msg[0] == "train":
+                jobs.append(msg[1:])
+            elif isinstance(msg, tuple) and msg[0] == "stop":
+                raise EOFError
+            else:
+                return msg
+
+    while True:
+        if (trainer is None or not len(trainer)) and not jobs:
+            if not handle(conn.recv()):
+                return
+        while conn.poll():
+            if not handle(conn.recv()):
+                return
+        while jobs:  # joiners: a group forms around the first; the coordinator sends only matching ones
+            number, config, device = jobs.popleft()
+            cfg = TrainConfig(**config)
+            try:
+                if trainer is None or not len(trainer):
+                    groups += 1
+                    trainer = FusedTrainer(dataset, batch_size=cfg.batch_size, width=cfg.width,
+                                           optimizer=cfg.optimizer, precision=cfg.precision, device=device,
+                                           compile=compile, seed=cfg.seed)
+                trainer.add(number, cfg)
+            except Exception as e:  # noqa: BLE001 - this trial cannot train here; the group goes on
+                conn.send(("error", number, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+        if trainer is None or not len(trainer):
+            continue
+        numbers = [m.key for m in trainer.members] + [m.key for m in trainer._joining]
+        try:
+            faults.check(numbers)
+            records = trainer.run_epoch()
+        except torch.cuda.OutOfMemoryError as e:
+            trainer = None  # the group is dropped whole; the coordinator shrinks it and sends it again
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            conn.send(("oom", None, str(e).splitlines()[0] if str(e) else "out of memory", numbers))
+            continue
+        except Exception as e:  # noqa: BLE001 - the group's step failed: every member fails with it
+            trainer = None
+            for n in numbers:
+                conn.send(("error", n, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+            continue
+        group = f"{os.getpid()}.{groups}"
+        for number, record in records.items():
+            conn.send(("epoch", number, record))
+            end = outcome(record, trainer.config(number), reply() == "prune")
+            if end is None:
+                continue
+            result = trainer.finish(number, end, keep_model=True)
+            share = sum(h["epoch_s"] / h["fused_k"] for h in result.history)
+            sizes = [h["fused_k"] for h in result.history]
+            conn.send(_result_message(number, result, share,
+                                      {"fused_k": round(sum(sizes) / len(sizes), 2), "fused_group": group}))
+            _save(conn, number, result.model, reply())

@@ -246,14 +246,20 @@ def test_worker_plan_on_gpus_and_cpus(monkeypatch):
     from sweep import SweepError
     from sweep.runner import plan_workers
 
-    n, slots, threads = plan_workers("cpu", 2, None, None)
+    n, slots, threads, fused = plan_workers("cpu", 2, None, None)
+    assert fused == 1 and plan_workers("cpu", 1, None, None, fuse="auto")[3] == 1  # no fusion on a CPU
+    assert plan_workers("cpu", 1, None, None, fuse="3")[3] == 3
     assert n == 2 and slots == [("cpu", None)] and threads == max(1, (os.cpu_count() or 1) // 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    n, slots, _ = plan_workers("auto", None, None, None)
+    n, slots, _, _ = plan_workers("auto", None, None, None)
+    assert plan_workers("auto", None, None, None, fuse="auto")[3] == 16
     assert n == 4 and [g for _, g in slots] == [0, 1, 2, 3]  # one worker per GPU by default
-    n, slots, _ = plan_workers("auto", None, [1, 3], 2)
+    n, slots, _, _ = plan_workers("auto", None, [1, 3], 2)
     assert n == 4 and sorted(g for _, g in slots) == [1, 1, 3, 3]  # two trials packed on each
     assert plan_workers("cuda:2", None, None, None)[1] == [("cuda", 2)]
     with pytest.raises(SweepError, match="only 4 GPU"):
         plan_workers("auto", None, [7], None)
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(SweepError, match="--fuse"):
+            plan_workers("cpu", None, None, None, fuse=bad)

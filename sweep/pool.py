@@ -1,0 +1,160 @@
+"""The worker processes of a run: how many, on which devices, with how many trials each.
+
+Workers live across trials (each loads the data once) and are started from a forkserver: torch
+is imported once in a clean server process that never touches CUDA, and each worker forks from
+it, so starting and replacing workers is cheap and safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+
+import optuna
+
+from .errors import SweepError
+
+FUSE_AUTO_CUDA = 16  # --fuse auto on a GPU: trials fused per worker (memory permitting)
+FUSE_MODES = "K (trials fused per worker), auto or off"
+
+
+@dataclass
+class Running:
+    """A trial a worker trains (or will, once its group reaches an epoch boundary)."""
+    trial: optuna.Trial
+    config: dict  # its TrainConfig, kept with the trial for retries on another worker
+    epochs: int = 0
+
+
+@dataclass
+class Worker:
+    index: int
+    device: str  # what the worker trains on: cpu, cuda (its one visible GPU), mps
+    gpu: int | None  # physical GPU index, when on a GPU
+    proc: mp.Process
+    conn: object
+    capacity: int = 1  # trials at once: the size of its fused group (1: one plain trial)
+    ready: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    running: dict[int, Running] = field(default_factory=dict)  # trial number -> trial
+    last_heartbeat: float = 0.0
+
+    @property
+    def group_key(self) -> tuple | None:
+        """What a trial must share to join this worker's group (None: anything, it is empty)."""
+        from model import FUSE_KEYS
+
+        if not self.running:
+            return None
+        c = next(iter(self.running.values())).config
+        return tuple(c[k] for k in FUSE_KEYS)
+
+
+class Pool:
+    def __init__(self, n: int, devices: list[tuple[str, int | None]], data_args: dict, threads: int,
+                 compile: str = "off", fuse: int = 1):
+        self.ctx = mp.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["torch", "data", "model", "sweep.worker"])
+        self.data_args, self.threads, self.compile, self.fuse = data_args, threads, compile, fuse
+        self.workers: list[Worker] = [self._spawn(i, *devices[i % len(devices)]) for i in range(n)]
+
+    def _spawn(self, index: int, device: str, gpu: int | None, capacity: int | None = None) -> Worker:
+        from .worker import worker_main
+
+        env = dict(os.environ)  # given explicitly: the forkserver's own environment is old
+        if gpu is not None:  # the worker sees exactly its GPU (read when CUDA initialises, in the worker)
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        parent, child = self.ctx.Pipe()
+        fused = self.fuse > 1
+        proc = self.ctx.Process(target=worker_main, args=(child, self.data_args, self.threads, env, self.compile, fused),
+                                daemon=True, name=f"sweep-worker-{index}")
+        proc.start()
+        child.close()
+        return Worker(index, device, gpu, proc, parent, capacity=capacity or self.fuse)
+
+    def respawn(self, w: Worker) -> Worker:
+        with contextlib.suppress(OSError, EOFError, ValueError):
+            w.conn.close()
+        if w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(5)
+        fresh = self._spawn(w.index, w.device, w.gpu, w.capacity)
+        self.workers[self.workers.index(w)] = fresh
+        return fresh
+
+    def close(self, graceful: bool = True) -> None:
+        for w in self.workers:
+            with contextlib.suppress(OSError, EOFError, ValueError):
+                if graceful:
+                    w.conn.send(("stop",))
+                else:
+                    w.proc.kill()
+        deadline = time.time() + 5
+        for w in self.workers:
+            w.proc.join(max(0.0, deadline - time.time()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(5)
+
+
+def parse_fuse(fuse: str) -> str | int:
+    """'off' -> 1, 'auto', or a whole number K >= 1."""
+    if fuse in ("off", "auto"):
+        return 1 if fuse == "off" else "auto"
+    try:
+        k = int(fuse)
+    except ValueError:
+        raise SweepError(f"--fuse {fuse}: expected {FUSE_MODES}") from None
+    if k < 1:
+        raise SweepError(f"--fuse {fuse}: expected {FUSE_MODES}")
+    return k
+
+
+def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_gpu: int | None,
+                 compile: str = "off", fuse: str = "off") -> tuple[int, list[tuple[str, int | None]], int, int]:
+    """(number of workers, [(device, gpu index)] they cycle through, torch threads per worker,
+    trials fused per worker)."""
+    import torch
+
+    from model import COMPILE_MODES
+
+    cores = os.cpu_count() or 1
+    if workers is not None and workers < 1:
+        raise SweepError("--workers must be at least 1")
+    fused = parse_fuse(fuse)
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if per_gpu is not None and not on_cuda:
+        raise SweepError("--per-gpu needs a GPU (CUDA is not available here, or --device is not cuda)")
+    if gpus is not None and not on_cuda:
+        raise SweepError("--gpus needs CUDA, which is not available here")
+    if compile not in COMPILE_MODES:
+        raise SweepError(f"--compile must be one of {', '.join(COMPILE_MODES)}, not '{compile}'")
+    if compile == "cudagraphs" and not on_cuda:
+        raise SweepError("--compile cudagraphs needs CUDA (CUDA is not available here, or --device is not cuda)")
+    if on_cuda:
+        count = torch.cuda.device_count()
+        if gpus is None:
+            gpus = [int(device.split(":")[1])] if ":" in device else list(range(count))
+        bad = [g for g in gpus if not 0 <= g < count]
+        if bad:
+            raise SweepError(f"--gpus {','.join(map(str, bad))}: only {count} GPU(s) here")
+        k = per_gpu or 1
+        n = workers if workers is not None else len(gpus) * k
+        slots = [("cuda", g) for _ in range(k) for g in gpus]
+        # auto: fusion is what makes a GPU pay for this small network (docs/benchmarks.md); a
+        # worker that runs out of memory halves its group, so too large a guess costs one retry.
+        return n, slots, max(1, cores // n), FUSE_AUTO_CUDA if fused == "auto" else fused
+    dev = "cpu" if device == "auto" and not _mps() else ("mps" if device == "auto" else device)
+    n = workers if workers is not None else 1
+    # Workers split the cores: oversubscribed threads measured 26-44% slower here. auto: no
+    # fusion off CUDA, where grouped convolutions measured slower than one trial after another.
+    return n, [(dev, None)], max(1, cores // n), 1 if fused == "auto" else fused
+
+
+def _mps() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
