@@ -1,7 +1,7 @@
 """FER2013 readers, splits, the built-in synthetic set, and batch preprocessing.
 
 Small data lives as uint8 arrays, parsed once and cached; the trainer moves them to the device
-and batches by index slicing.
+and batches by index slicing. Nothing here but `data.batches` imports torch.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .classes import CLASSES, IMAGE_SIZE, N_CLASSES
 from .errors import DataError
-from .preprocess import apply_augment, augment, augment_draws, equalize, to_float
+from .preprocess import equalize
 from .sources import Source, read_source
 from .splits import PAPER_N_TRAIN, SPLITS, Dataset, make_dataset, split_indices
 from .synthetic import make_synthetic
@@ -40,6 +40,18 @@ def load_dataset(source: str | os.PathLike, split: str = "official", *, n_images
     else:
         src = read_source(source)
     return make_dataset(src, split, val_fraction=val_fraction, seed=seed, paper_n_train=paper_n_train)
+
+
+_BATCHES = ("apply_augment", "augment", "augment_draws", "to_float")
+
+
+def __getattr__(name: str):
+    """The batch operations need torch: imported on first use, so that reading data does not."""
+    if name in _BATCHES:
+        from . import batches
+
+        return getattr(batches, name)
+    raise AttributeError(f"module 'data' has no attribute '{name}'")
 
 
 __all__ = [

@@ -1,17 +1,30 @@
-"""The paper's network and a plain training function. Never imports Optuna."""
+"""The paper's network, fused networks and plain training functions. Never imports Optuna.
 
-from .config import DEFAULTS, HYPERPARAMETERS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
-from .device import cpu_has_fast_bf16, device_name, resolve_device, use_bf16
-from .fused_net import FusedFERNet
-from .fused_optim import FusedOptimizer
-from .fused_train import FUSE_KEYS, FusedTrainer, fuse_key, outcome, train_fused
-from .net import FERNet, count_params, forward_flops
-from .train import COMPILE_MODES, TrainResult, accuracy_by_class, check_compile, evaluate, train
+Only `model.config` (the hyperparameters) is loaded with the package; everything else needs torch
+and is imported on first use, so that commands that train nothing start without torch.
+"""
 
-__all__ = [
-    "DEFAULTS", "HYPERPARAMETERS", "LR_SCHEDULES", "OPTIMIZERS", "PRECISIONS", "TrainConfig",
-    "cpu_has_fast_bf16", "device_name", "resolve_device", "use_bf16",
-    "FERNet", "count_params", "forward_flops",
-    "FusedFERNet", "FusedOptimizer", "FUSE_KEYS", "FusedTrainer", "fuse_key", "outcome", "train_fused",
-    "COMPILE_MODES", "TrainResult", "accuracy_by_class", "check_compile", "evaluate", "train",
-]
+from .config import DEFAULTS, FUSE_KEYS, HYPERPARAMETERS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
+from .metrics import accuracy_by_class
+
+_LAZY = {
+    "device": ("cpu_has_fast_bf16", "device_name", "resolve_device", "use_bf16"),
+    "net": ("FERNet", "count_params", "forward_flops"),
+    "fused_net": ("FusedFERNet",),
+    "fused_optim": ("FusedOptimizer",),
+    "fused_train": ("FusedTrainer", "fuse_key", "outcome", "train_fused"),
+    "training": ("COMPILE_MODES", "TrainResult", "check_compile", "evaluate", "make_lr_schedule", "train"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'model' has no attribute '{name}'")
+
+
+__all__ = ["DEFAULTS", "FUSE_KEYS", "HYPERPARAMETERS", "LR_SCHEDULES", "OPTIMIZERS", "PRECISIONS", "TrainConfig",
+           "accuracy_by_class", *_WHERE]

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, fields
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
+# What trials must share to train fused as one network (model.fused_train): batch size (members
+# step in lockstep), width (one shape), optimizer (one update rule) and precision.
+FUSE_KEYS = ("batch_size", "width", "optimizer", "precision")
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,13 @@ from torch.nn import functional as F
 
 from data import Dataset, N_CLASSES, apply_augment, augment_draws, to_float
 
-from .config import TrainConfig
+from .config import FUSE_KEYS, TrainConfig
 from .device import device_name, resolve_device, use_bf16
 from .fused_net import FusedFERNet
 from .fused_optim import FusedOptimizer
 from .net import FERNet, count_params
-from .train import TrainResult, check_compile, evaluate, make_lr_schedule, use_channels_last
+from .training import TrainResult, check_compile, evaluate, make_lr_schedule, use_channels_last
 
-FUSE_KEYS = ("batch_size", "width", "optimizer", "precision")  # hyperparameters a group shares
 CROP_PAD = 4  # augmentation's crop padding (pixels), as `data.augment` uses it
 EVAL_IMAGES = 2048  # member-images per evaluation step: the plain trainer's 512 at k = 4
 

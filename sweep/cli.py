@@ -12,13 +12,42 @@ import typer
 from data import SYNTHETIC, DataError, find_fer2013, load_dataset
 
 from .errors import SweepError
-from .storage import DEFAULT_STORAGE, mask, normalize, open_storage
+from .storage import DEFAULT_STORAGE, MAX_STUDY_NAME, check_storage, mask, normalize, open_storage
 from .study_file import StudySpec, load_study_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help=__doc__, rich_markup_mode=None)
+                  rich_markup_mode=None)
 
-StorageOpt = Annotated[str, typer.Option("--storage", help="Optuna storage URL or SQLite file path.")]
+StorageOpt = Annotated[str, typer.Option("--storage", metavar="URL",
+                                         help="Optuna storage: sqlite:///FILE, a file path, or postgresql://USER@HOST/DB.")]
+StoredStudyOpt = Annotated[Optional[str], typer.Option("--study", metavar="NAME",
+                                                       help="A study in the storage, as `sweep studies` lists it [default: the only one].")]
+DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Worker processes training at once [default: one per GPU, or 1].")]
+GpusOpt = Annotated[Optional[str], typer.Option(metavar="LIST", help="GPU indices to use, e.g. 0,1 [default: all].")]
+PerGpuOpt = Annotated[Optional[int], typer.Option(min=1, metavar="K", help="Worker processes on each GPU [default: 1].")]
+TimeoutOpt = Annotated[Optional[float], typer.Option(min=0, metavar="SECONDS", help="Start no new trial after this many seconds.")]
+KeepTopOpt = Annotated[int, typer.Option(min=0, metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
+CompileOpt = Annotated[str, typer.Option(metavar="MODE", help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only); speed only, see docs/benchmarks.md.")]
+FuseOpt = Annotated[str, typer.Option(metavar="K|auto|off", help="Train up to K trials per worker as one fused network; auto: 16 on a GPU, off on a CPU. Trials fuse when they share batch size, width, optimizer and precision.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .provenance import sweep_version
+
+        typer.echo(f"sweep {sweep_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print sweep's version and exit.")] = False) -> None:
+    """Hyperparameter sweeps of the facial-emotion CNN of Qu, Dhakal & Carrillo (2023) on FER2013,
+    stored in Optuna.
+
+    Start with `sweep run`; then look with `sweep studies`, `sweep best`, `sweep dashboard`,
+    `sweep export` and `sweep report`."""
 
 
 def _fail(message: str, code: int = 2):
@@ -27,80 +56,99 @@ def _fail(message: str, code: int = 2):
 
 
 def friendly(fn):
-    """Bad input ends as one line on stderr and exit 2, never a traceback."""
+    """Bad input ends as one line on stderr and exit 2, never a traceback. A storage that turns
+    out damaged while it is read ends the same way (commands that write check it before)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import sqlite3
+
+        from sqlalchemy.exc import DatabaseError
+
         try:
             return fn(*args, **kwargs)
         except (SweepError, DataError) as e:
             _fail(str(e))
+        except (DatabaseError, sqlite3.DatabaseError) as e:
+            first = str(getattr(e, "orig", e) or type(e).__name__).strip().splitlines()[0]
+            _fail(f"the storage cannot be read: {mask(first)[:300]} (damaged, or not an Optuna storage)")
     return wrapper
 
 
-def _resolve(study: Optional[str], data: Optional[str]) -> tuple[StudySpec, str]:
-    """The study file and data source a `sweep run` uses."""
+def _resolve(study: Optional[str], data: Optional[str]) -> tuple[StudySpec, str, str | None]:
+    """The study file and data source a `sweep run` uses, and a notice to show once the other
+    arguments are checked."""
     if study is None:
         if data is None:
             found = find_fer2013()
             if found is None:
-                typer.echo("No FER2013 at data/fer2013.csv[.gz] or $SWEEP_DATA: running the 'quick' study "
-                           "on the built-in synthetic data set instead.", err=True)
-                return load_study_file("quick"), SYNTHETIC
-            return load_study_file("default"), str(found)
-        return load_study_file("quick" if data == SYNTHETIC else "default"), data
+                return load_study_file("quick"), SYNTHETIC, (
+                    "No FER2013 at data/fer2013.csv[.gz] or $SWEEP_DATA: running the 'quick' study on the "
+                    "built-in synthetic data set instead.")
+            return load_study_file("default"), str(found), None
+        return load_study_file("quick" if data == SYNTHETIC else "default"), data, None
     spec = load_study_file(study)
     if data is not None:
-        return spec, data
+        return spec, data, None
     if spec.data.source == "fer2013":
         found = find_fer2013()
         if found is None:
             raise SweepError(f"study '{spec.name}' runs on FER2013: put fer2013.csv (or .csv.gz) in data/, "
                              "set $SWEEP_DATA, or pass --data PATH")
-        return spec, str(found)
-    return spec, spec.data.source
+        return spec, str(found), None
+    return spec, spec.data.source, None
 
 
-@app.command()
+@app.command(short_help="Run a sweep until the study holds --trials finished trials.")
 @friendly
 def run(
-    trials: Annotated[int, typer.Option(min=1, help="Finished trials (complete + pruned) the study should hold.")] = 50,
-    study: Annotated[Optional[str], typer.Option(help="Study file: a name in studies/ or a .toml path.")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Optuna study name [default: the study file's name].")] = None,
-    data: Annotated[Optional[str], typer.Option(help="FER2013 file or folder, or 'synthetic'.")] = None,
+    trials: Annotated[int, typer.Option(min=1, metavar="N", help="Finished trials (complete + pruned) the study should hold: the study's budget, not this process's.")] = 50,
+    study: Annotated[Optional[str], typer.Option(metavar="FILE|NAME", help="Study file: a .toml path, or a shipped name (quick, default, paper, beyond) [default: default with FER2013 in place, else quick].")] = None,
+    name: Annotated[Optional[str], typer.Option(metavar="NAME", help="Name of the study in the storage [default: the study file's name].")] = None,
+    data: Annotated[Optional[str], typer.Option(metavar="PATH|synthetic", help="FER2013 file or image folder, or 'synthetic' [default: the study file's; fer2013 is data/fer2013.csv[.gz] or $SWEEP_DATA].")] = None,
     storage: StorageOpt = DEFAULT_STORAGE,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    timeout: Annotated[Optional[float], typer.Option(min=0, help="Start no new trial after this many seconds.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Study seed [default: the study file's].")] = None,
+    device: DeviceOpt = "auto",
+    timeout: TimeoutOpt = None,
+    seed: Annotated[Optional[int], typer.Option(metavar="N", help="Study seed [default: the study file's].")] = None,
     add: Annotated[bool, typer.Option("--add", help="Run --trials more on top of those already finished.")] = False,
-    workers: Annotated[Optional[int], typer.Option(help="Trials trained at once [default: one per GPU, or 1].")] = None,
-    gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1 [default: all].")] = None,
-    per_gpu: Annotated[Optional[int], typer.Option(min=1, help="Trials packed on each GPU.")] = None,
-    artifact_dir: Annotated[Optional[str], typer.Option(help="Where the best trials' weights are kept [default: DB-artifacts/ beside a SQLite file, else ./artifacts].")] = None,
-    keep_top: Annotated[int, typer.Option(min=0, help="Keep the weights of this many best trials (0: none).")] = 3,
-    compile: Annotated[str, typer.Option(help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only). Speed only: docs/benchmarks.md.")] = "off",
-    fuse: Annotated[str, typer.Option(help="Trials trained at once as one fused network per worker: K, auto (16 on a GPU, off on a CPU) or off. Trials fuse when they share batch size, width, optimizer and precision.")] = "off",
+    workers: WorkersOpt = None,
+    gpus: GpusOpt = None,
+    per_gpu: PerGpuOpt = None,
+    artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Where the best trials' weights are kept [default: NAME-artifacts/ beside a SQLite file NAME.db, else ./artifacts].")] = None,
+    keep_top: KeepTopOpt = 3,
+    compile: CompileOpt = "off",
+    fuse: FuseOpt = "off",
 ):
-    """Run a sweep until the study holds --trials finished trials; a rerun resumes, never overshoots."""
+    """Run a sweep until the study holds --trials finished trials.
+
+    A rerun of the same command resumes and never overshoots; Ctrl-C marks the running trials FAIL
+    and exits 130."""
     from model import resolve_device
 
     from .runner import Interrupted, run_sweep
 
-    spec, source = _resolve(study, data)
+    from .locks import sqlite_writer_lock
+    from .runner import plan_workers
+
+    spec, source, notice = _resolve(study, data)
+    if name is not None and not name.strip():
+        raise SweepError("--name: a study name cannot be empty")
+    if name is not None and len(name) > MAX_STUDY_NAME:
+        raise SweepError(f"--name: {len(name)} characters; a study name holds at most {MAX_STUDY_NAME}")
     try:
         resolve_device(device)
     except ValueError as e:
         raise SweepError(str(e)) from None
+    gpu_list = _parse_gpus(gpus)
+    plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)  # bad options fail before anything is read or written
+    url = normalize(storage)
+    check_storage(url, create=True)
+    if notice:  # only once the arguments are known to be good: one mistake, one line
+        typer.echo(notice, err=True)
     dataset = load_dataset(source, spec.data.split, n_images=spec.data.n_images, val_fraction=spec.data.val_fraction,
                            seed=spec.data.seed, paper_n_train=spec.data.paper_n_train)
-    url = normalize(storage)
     d = dataset.describe()
     banner = (f"study '{name or spec.name}' ({spec.path}) on {d['data_name']} [{d['data_source']}, "
               f"{d['split']} split: {d['n_train']} train / {d['n_val']} val / {d['n_test']} test] -> {mask(url)}")
-    from .locks import sqlite_writer_lock
-    from .runner import plan_workers
-
-    gpu_list = _parse_gpus(gpus)
-    plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)  # bad worker options fail before the storage is touched
     try:
         with sqlite_writer_lock(url):
             st = open_storage(url, create=True)
@@ -108,7 +156,7 @@ def run(
             summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
                                 timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,
                                 artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
-                                compile=compile, fuse=fuse)
+                                compile=compile, fuse=fuse, announce=lambda line: typer.echo(line, err=True))
     except Interrupted:
         typer.echo("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.",
                    err=True)
@@ -118,8 +166,7 @@ def run(
     stop = {"timeout": " (stopped by --timeout)", "grid": " (the grid is exhausted)"}.get(summary.stopped_by, "")
     typer.echo(f"study '{summary.study_name}': {summary.finished}/{summary.target} finished{stop} "
                f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed); {best}")
-    if url.startswith("sqlite"):
-        typer.echo(f"browse it: optuna-dashboard {url}")
+    typer.echo(f"browse it: sweep dashboard{'' if storage == DEFAULT_STORAGE else ' --storage ' + mask(url)}")
 
 
 def _default_artifact_dir(url: str) -> str:
@@ -141,21 +188,21 @@ def _parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
     return out
 
 
-@app.command()
+@app.command(short_help="Join a stored study and train its trials until its budget is met.")
 @friendly
 def worker(
-    study: Annotated[str, typer.Option(help="Name of the stored study to join.")],
+    study: Annotated[str, typer.Option(metavar="NAME", help="The study in the storage to join (made by `sweep run`).")],
     storage: StorageOpt = DEFAULT_STORAGE,
-    data: Annotated[Optional[str], typer.Option(help="The study's data on this machine [default: its recorded path].")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    workers: Annotated[Optional[int], typer.Option(help="Trials trained at once [default: one per GPU, or 1].")] = None,
-    gpus: Annotated[Optional[str], typer.Option(help="GPU indices to use, e.g. 0,1 [default: all].")] = None,
-    per_gpu: Annotated[Optional[int], typer.Option(min=1, help="Trials packed on each GPU.")] = None,
-    timeout: Annotated[Optional[float], typer.Option(min=0, help="Start no new trial after this many seconds.")] = None,
-    artifact_dir: Annotated[Optional[str], typer.Option(help="Where the best trials' weights are kept [default: the study's].")] = None,
-    keep_top: Annotated[int, typer.Option(min=0, help="Keep the weights of this many best trials (0: none).")] = 3,
-    compile: Annotated[str, typer.Option(help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only). Speed only: docs/benchmarks.md.")] = "off",
-    fuse: Annotated[str, typer.Option(help="Trials trained at once as one fused network per worker: K, auto (16 on a GPU, off on a CPU) or off. Trials fuse when they share batch size, width, optimizer and precision.")] = "off",
+    data: Annotated[Optional[str], typer.Option(metavar="PATH", help="The study's data on this machine [default: the path the study recorded].")] = None,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = None,
+    gpus: GpusOpt = None,
+    per_gpu: PerGpuOpt = None,
+    timeout: TimeoutOpt = None,
+    artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Where the best trials' weights are kept [default: the study's].")] = None,
+    keep_top: KeepTopOpt = 3,
+    compile: CompileOpt = "off",
+    fuse: FuseOpt = "off",
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
     from .locks import sqlite_writer_lock
@@ -184,7 +231,7 @@ def worker(
     typer.echo(f"study '{study}': {summary.finished}/{summary.target} finished; this worker ran {summary.ran}")
 
 
-@app.command()
+@app.command(short_help="List the studies in a storage with their progress and best value.")
 @friendly
 def studies(storage: StorageOpt = DEFAULT_STORAGE):
     """List the studies in a storage: finished trials against the budget, trials by state, the best value."""
@@ -204,10 +251,10 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE):
                    f"{r['failed']:>7} {r['running']:>8} {best:>9}")
 
 
-@app.command()
+@app.command(short_help="Print a study's best trial: value, parameters, how it was measured.")
 @friendly
 def best(
-    study: Annotated[Optional[str], typer.Option(help="Stored study name [default: the only one].")] = None,
+    study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
 ):
     """Print the best trial of a study: value, parameters and how it was measured."""
@@ -218,13 +265,13 @@ def best(
         typer.echo(line)
 
 
-@app.command()
+@app.command(short_help="Serve optuna-dashboard on a storage, with the kept weights.")
 @friendly
 def dashboard(
     storage: StorageOpt = DEFAULT_STORAGE,
-    host: Annotated[str, typer.Option(help="Address to bind; anything but localhost exposes the studies.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
-    artifact_dir: Annotated[Optional[str], typer.Option(help="Folder of a FileSystemArtifactStore to show.")] = None,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind; anything but localhost shows the studies to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, metavar="PORT", help="TCP port.")] = 8080,
+    artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="The kept weights to show [default: the folder the storage's studies recorded].")] = None,
 ):
     """Serve optuna-dashboard on a study storage (safe while a sweep writes it)."""
     from .dashboard import serve
@@ -246,16 +293,16 @@ def _write(text: str, output: Optional[Path]) -> None:
     typer.echo(f"wrote {output}", err=True)
 
 
-@app.command()
+@app.command(short_help="Print the best-params table (md, csv, latex, json, html).")
 @friendly
 def export(
-    study: Annotated[Optional[str], typer.Option(help="Stored study name [default: the only one].")] = None,
+    study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
-    format: Annotated[str, typer.Option("--format", "-f", help="csv, md, latex, json or html.")] = "md",
-    top: Annotated[int, typer.Option(min=1, help="How many of the best complete trials.")] = 10,
-    by: Annotated[Optional[str], typer.Option(help="Best trial per value of this parameter, e.g. optimizer.")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="csv, md, latex, json or html.")] = "md",
+    top: Annotated[int, typer.Option(min=1, metavar="K", help="How many of the best complete trials.")] = 10,
+    by: Annotated[Optional[str], typer.Option(metavar="PARAM", help="The best trial for each value of this parameter, e.g. optimizer.")] = None,
     per_class: Annotated[bool, typer.Option("--per-class", help="Add each class's val accuracy (recall).")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write here instead of to standard output.")] = None,
 ):
     """Export the best-params table: rank, trial, parameters, val/test accuracy, train seconds, device."""
     from .export import FORMATS, render, select
@@ -268,12 +315,12 @@ def export(
     _write(render(res, select(res, top, by), format, per_class), output)
 
 
-@app.command()
+@app.command(short_help="Write a self-contained HTML report of one or more studies.")
 @friendly
 def report(
-    study: Annotated[Optional[list[str]], typer.Option(help="Stored study name; repeat to compare studies.")] = None,
+    study: Annotated[Optional[list[str]], typer.Option(metavar="NAME", help="A study in the storage; repeat to put studies side by side [default: the only one].")] = None,
     storage: StorageOpt = DEFAULT_STORAGE,
-    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The HTML file to write.")] = Path("report.html"),
 ):
     """Write a self-contained HTML report (opens offline): plots, confusion matrix, best-params table."""
     from .report import build_report
@@ -284,18 +331,18 @@ def report(
     _write(build_report(studies), output)
 
 
-@app.command()
+@app.command(short_help="Measure training speed against a baseline in the same run.")
 @friendly
 def bench(
-    steps: Annotated[int, typer.Option(min=2, help="Training steps per measurement.")] = 20,
-    batch_size: Annotated[int, typer.Option(min=2, help="Images per step.")] = 128,
-    width: Annotated[float, typer.Option(min=0.01, help="Network width; 1.0 is the paper's network.")] = 1.0,
-    repeats: Annotated[int, typer.Option(min=1, help="Alternating repeats of trainer and reference.")] = 3,
-    data: Annotated[Optional[str], typer.Option(help="FER2013 file to draw the images from [default: synthetic].")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    compile: Annotated[str, typer.Option(help="The trainer's engine option: off, on or cudagraphs (CUDA only).")] = "off",
-    pack: Annotated[Optional[str], typer.Option(help="Instead: aggregate images/s of K trials trained at once on the device, for each K in a list like 1,2,4,8.")] = None,
-    fuse: Annotated[Optional[str], typer.Option(help="Instead: aggregate images/s of K trials fused into one network, for each K in a list like 1,4,16,32, against one plain trial.")] = None,
+    steps: Annotated[int, typer.Option(min=2, metavar="N", help="Training steps per measurement.")] = 20,
+    batch_size: Annotated[int, typer.Option(min=2, metavar="N", help="Images per step.")] = 128,
+    width: Annotated[float, typer.Option(min=0.01, metavar="W", help="Network width; 1.0 is the paper's network.")] = 1.0,
+    repeats: Annotated[int, typer.Option(min=1, metavar="N", help="Alternating repeats of what is compared.")] = 3,
+    data: Annotated[Optional[str], typer.Option(metavar="PATH", help="FER2013 file to draw the images from [default: synthetic].")] = None,
+    device: DeviceOpt = "auto",
+    compile: CompileOpt = "off",
+    pack: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials trained at once in K processes on the device, for each K in a list like 1,2,4,8.")] = None,
+    fuse: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials fused into one network, for each K in a list like 1,4,16,32, against one plain trial.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Measure training speed: this trainer against a paper-style per-image DataLoader pipeline."""
@@ -338,15 +385,15 @@ def _counts(option: str, text: str) -> list[int]:
     return ks
 
 
-@app.command()
+@app.command(short_help="Re-train the best trials with new seeds: mean and spread.")
 @friendly
 def confirm(
-    study: Annotated[Optional[str], typer.Option(help="Stored study name [default: the only one].")] = None,
+    study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
-    top: Annotated[int, typer.Option(min=1, help="How many of the best trials to re-train.")] = 3,
-    seeds: Annotated[int, typer.Option(min=1, help="New seeds per trial.")] = 3,
-    data: Annotated[Optional[str], typer.Option(help="The study's data on this machine [default: its recorded path].")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    top: Annotated[int, typer.Option(min=1, metavar="K", help="How many of the best trials to re-train.")] = 3,
+    seeds: Annotated[int, typer.Option(min=1, metavar="N", help="New seeds per trial.")] = 3,
+    data: Annotated[Optional[str], typer.Option(metavar="PATH", help="The study's data on this machine [default: the path the study recorded].")] = None,
+    device: DeviceOpt = "auto",
 ):
     """Re-train the top trials with new seeds and record mean and std of val and test accuracy."""
     from model import resolve_device
@@ -377,25 +424,31 @@ def confirm(
         typer.echo(f"trial {r['trial']}: val {r['val_mean']:.2%} +- {r['val_std']:.2%}{test} over {len(r['seeds'])} seeds")
 
 
-@app.command()
+@app.command(short_help="Emotion probabilities for images, from the best kept weights.")
 @friendly
 def predict(
-    images: Annotated[list[str], typer.Argument(help="Image files (any size or colour; made 48x48 grayscale).")],
-    study: Annotated[Optional[str], typer.Option(help="Stored study name [default: the only one].")] = None,
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Image files (any size or colour; made 48x48 grayscale).")],
+    study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ):
     """Emotion probabilities for images, with the weights of the study's best kept trial."""
     import json
 
-    from .predict import format_predictions
+    from .predict import SYNTHETIC_NOTE, format_predictions, trained_on
     from .predict import predict as run_predict
     from .stored import pick_study
 
     s = pick_study(open_storage(storage, create=False), study)
     number, rows = run_predict(s, images)
-    typer.echo(json.dumps({"trial": number, "predictions": rows}, indent=2) if json_out
-               else format_predictions(number, rows))
+    data_name = trained_on(s)
+    if json_out:
+        out = {"trial": number, "trained_on": data_name, "predictions": rows}
+        if data_name == "synthetic":
+            out["note"] = SYNTHETIC_NOTE
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        typer.echo(format_predictions(number, rows, data_name))
 
 
 def main() -> None:

@@ -17,8 +17,6 @@ import statistics
 import optuna
 from optuna.trial import TrialState
 
-from model import train
-
 from .errors import SweepError
 from .runner import Interrupted, InterruptOnce, trial_seed
 
@@ -34,6 +32,8 @@ def confirm(study: optuna.Study, spec, dataset, *, top: int, seeds: int, device:
     ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: (-t.value, t.number))
     if not ranked:
         raise SweepError(f"study '{study.study_name}' has no complete trial to confirm")
+    from model import train  # imported here: reading confirmations (export) needs no torch
+
     study_seed = int(study.user_attrs.get("seed", spec.seed))
     out = []
     with InterruptOnce():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+
+import optuna
 
 from .errors import SweepError
 from .storage import open_storage
@@ -17,18 +20,27 @@ def check_port(host: str, port: int) -> None:
             raise SweepError(f"cannot serve on {host}:{port}: {reason} (pick another --port)") from None
 
 
+def recorded_artifact_dir(storage) -> str | None:
+    """The folder where `sweep run` kept the weights of this storage's studies, if it still exists."""
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        path = summary.user_attrs.get("artifact_dir")
+        if isinstance(path, str) and Path(path).is_dir():
+            return path
+    return None
+
+
 def serve(storage_url: str, host: str, port: int, artifact_dir: str | None, announce) -> None:
     storage = open_storage(storage_url, create=False)
     check_port(host, port)
     artifact_store = None
+    if artifact_dir is not None and not Path(artifact_dir).is_dir():
+        raise SweepError(f"--artifact-dir {artifact_dir}: no such directory")
+    artifact_dir = artifact_dir or recorded_artifact_dir(storage)
     if artifact_dir is not None:
-        from pathlib import Path
-
         from optuna.artifacts import FileSystemArtifactStore
 
-        if not Path(artifact_dir).is_dir():
-            raise SweepError(f"--artifact-dir {artifact_dir}: no such directory")
         artifact_store = FileSystemArtifactStore(artifact_dir)
+        announce(f"kept weights from {artifact_dir}")
     from optuna_dashboard import run_server
 
     shown = f"[{host}]" if ":" in host else host

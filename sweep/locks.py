@@ -22,22 +22,39 @@ from .storage import sqlite_path
 
 @contextlib.contextmanager
 def sqlite_writer_lock(url: str):
+    """Hold the one-writer lock of a SQLite file for the block. The lock file sits beside the real
+    file (symbolic links resolved), so two paths to one database share one lock. A lock file this
+    call created is removed again when the block fails with a SweepError (the target was no
+    database, say), so failed attempts leave nothing behind."""
     path = sqlite_path(url)
     if path is None or not os.access(path.parent, os.W_OK):
         yield  # not SQLite, or a directory open_storage will refuse with a clear message
         return
-    lock_path = Path(f"{path}.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    real = Path(os.path.realpath(path))
+    lock_path = Path(f"{real}.lock")
+    created = not lock_path.exists()
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise SweepError(f"storage '{url}': cannot create its lock file {lock_path}: "
+                         f"{e.strerror or type(e).__name__}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise SweepError(f"another sweep (pid {other}) is writing {path}; SQLite takes one writer: "
+            created = False
+            raise SweepError(f"another sweep (pid {other}) is writing {real}; SQLite takes one writer: "
                              "wait for it, or use PostgreSQL (--storage postgresql://...) for several") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        try:
+            yield
+        except SweepError:
+            if created:  # still held by us: no other process can be relying on this file
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_path)
+            raise
     finally:
         os.close(fd)  # closing releases the lock; the file stays (removing it would race)
 

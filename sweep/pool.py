@@ -98,6 +98,14 @@ class Pool:
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join(5)
+        # The helpers go too, now rather than at interpreter exit: the fork server (each worker's
+        # parent) and the resource tracker.
+        from multiprocessing import forkserver, resource_tracker
+
+        with contextlib.suppress(Exception):
+            forkserver._forkserver._stop()
+        with contextlib.suppress(Exception):
+            resource_tracker._resource_tracker._stop()
 
 
 def parse_fuse(fuse: str) -> str | int:

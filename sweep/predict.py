@@ -44,10 +44,18 @@ def best_with_weights(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, st
                          f"{root or 'not recorded'}); run the sweep with --keep-top K")
     store = FileSystemArtifactStore(root)
     ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: (-t.value, t.number))
+    base = os.path.realpath(store._base_path)
     for t in ranked:
         aid = t.user_attrs.get("weights_artifact")
-        if aid and os.path.isfile(os.path.join(store._base_path, aid)):
-            return t, os.path.join(store._base_path, aid)
+        if not isinstance(aid, str) or not aid:
+            continue
+        # An artifact id is a file name inside the store: never a path that leads out of it.
+        path = os.path.realpath(os.path.join(base, aid))
+        if os.path.dirname(path) != base or os.sep in aid or aid in (".", ".."):
+            raise SweepError(f"study '{study.study_name}', trial {t.number}: weights_artifact {aid!r} is not an "
+                             f"artifact id of {root}; refusing to open it")
+        if os.path.isfile(path):
+            return t, path
     raise SweepError(f"study '{study.study_name}': no complete trial has weights in {root}")
 
 
@@ -61,7 +69,11 @@ def predict(study: optuna.Study, images: list[str]) -> tuple[int, list[dict]]:
     spec = parse_study(json.loads(study.user_attrs["definition"]), Path(study.user_attrs.get("study_file", "study")))
     width = spec.config_for(trial.params, seed=0).width
     net = FERNet(width)
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    try:
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as e:  # noqa: BLE001 - truncated, overwritten or foreign: one line, not a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SweepError(f"trial {trial.number}'s weights ({weights}) cannot be loaded: {first[:200]}") from None
     net.eval()
     x = torch.from_numpy(np.stack(arrays)).unsqueeze(1).float().div(255.0)
     with torch.no_grad():
@@ -73,8 +85,18 @@ def predict(study: optuna.Study, images: list[str]) -> tuple[int, list[dict]]:
     return trial.number, out
 
 
-def format_predictions(trial_number: int, rows: list[dict]) -> str:
-    lines = [f"weights of trial {trial_number}"]
+SYNTHETIC_NOTE = ("these weights were trained on the built-in synthetic faces, not FER2013: "
+                  "the model has never seen a real face, and its answers mean nothing for one")
+
+
+def trained_on(study: optuna.Study) -> str:
+    return str(study.user_attrs.get("data_name", "unknown"))
+
+
+def format_predictions(trial_number: int, rows: list[dict], data_name: str = "FER2013") -> str:
+    lines = [f"weights of trial {trial_number} (trained on {data_name})"]
+    if data_name == "synthetic":
+        lines.append(f"note: {SYNTHETIC_NOTE}")
     for r in rows:
         ranked = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])
         lines.append(f"{r['image']}: {r['emotion']}  (" + ", ".join(f"{c} {v:.1%}" for c, v in ranked[:3]) + ")")

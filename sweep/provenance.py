@@ -10,15 +10,25 @@ from importlib import metadata
 from pathlib import Path
 
 
+DISTRIBUTION = "fer-sweep"  # the name pip knows this project by; its command is `sweep`
+
+
 @functools.cache
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("sweep", "torch", "optuna", "numpy", "pandas"):
+    out = {"python": platform.python_version(), "sweep": sweep_version()}
+    for dist in ("torch", "optuna", "numpy", "pandas"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
-            out[dist] = _checkout_version() if dist == "sweep" else "unknown"
+            out[dist] = "unknown"
     return out
+
+
+def sweep_version() -> str:
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return _checkout_version()
 
 
 def _checkout_version() -> str:

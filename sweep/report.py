@@ -33,6 +33,8 @@ h1 { font-size: 1.6rem; } h2 { margin-top: 2.5rem; border-bottom: 1px solid #ccc
 .grid { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 1rem; }
 .figure { border: 1px solid #eee; padding: .25rem; min-height: 200px; }
 .note { color: #666; font-size: .9rem; padding: 1rem; }
+.figure.wide { grid-column: 1 / -1; }
+.figure h4 { margin: .4rem .6rem 0; font-size: 1rem; font-weight: 600; }
 table.best-params { border-collapse: collapse; font-size: .9rem; }
 table.best-params th, table.best-params td { border-bottom: 1px solid #ddd; padding: .3rem .6rem; text-align: right; }
 .meta { color: #555; font-size: .9rem; }
@@ -45,28 +47,37 @@ class _Figures:
     def __init__(self):
         self.count = 0
 
-    def html(self, fig: go.Figure, title: str) -> str:
+    def html(self, fig: go.Figure, title: str, wide: bool = False) -> str:
         self.count += 1
         fig.layout.width = None  # optuna sets fixed widths; let the page size every figure
-        fig.update_layout(title=title, autosize=True, margin=dict(l=50, r=20, t=50, b=50), template="plotly_white")
+        # The title goes above the figure, in the page: plotly's toolbar would cover it otherwise.
+        fig.update_layout(title=None, autosize=True, margin=dict(l=50, r=20, t=30, b=50), template="plotly_white")
+
+        def decades(axis):  # log axes (lr): one tick per decade as 10^-4, not run-together "100μ0.001"
+            if axis.type == "log":
+                axis.update(dtick=1, exponentformat="power")
+
+        fig.for_each_xaxis(decades)
+        fig.for_each_yaxis(decades)
         div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{self.count}",
                           default_width="100%", default_height=f"{FIG_HEIGHT}px",
                           config={"displaylogo": False, "responsive": True})
-        return f'<div class="figure">{div}</div>'
+        wide_class = " wide" if wide else ""
+        return f'<div class="figure{wide_class}"><h4>{html.escape(title)}</h4>{div}</div>'
 
 
 def _note(title: str, text: str) -> str:
     return f'<div class="figure note"><b>{html.escape(title)}</b><br>{html.escape(text)}</div>'
 
 
-def _optuna_plot(figs: _Figures, fn, study: optuna.Study, title: str, **kw) -> str:
+def _optuna_plot(figs: _Figures, fn, study: optuna.Study, title: str, wide: bool = False, **kw) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fig = fn(study, **kw)
     except (ValueError, RuntimeError, ZeroDivisionError, ImportError) as e:
         return _note(title, f"not available for this study ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
-    return figs.html(fig, title)
+    return figs.html(fig, title, wide)
 
 
 def _by_optimizer(figs: _Figures, res: StudyResults) -> str:
@@ -86,9 +97,11 @@ def _by_optimizer(figs: _Figures, res: StudyResults) -> str:
 
 
 def _curves(figs: _Figures, res: StudyResults) -> str:
-    title = f"Val accuracy per epoch: top {TOP_CURVES} complete trials vs pruned"
-    fig = go.Figure()
     pruned = [t for t in res.trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    top = min(TOP_CURVES, len(res.complete))
+    title = "Val accuracy per epoch: " + (f"the top {top} complete trials" if top else "no complete trial yet") + \
+        (f" against {len(pruned)} pruned" if pruned else "")
+    fig = go.Figure()
     for i, t in enumerate(pruned):
         steps = sorted(t.intermediate_values)
         fig.add_trace(go.Scatter(x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines",
@@ -146,7 +159,7 @@ def _study_section(figs: _Figures, study: optuna.Study, res: StudyResults) -> st
         _optuna_plot(figs, vis.plot_optimization_history, study, "Optimization history"),
         _optuna_plot(figs, vis.plot_param_importances, study, "Parameter importances"),
         _optuna_plot(figs, vis.plot_parallel_coordinate, study, "Parallel coordinates"),
-        _optuna_plot(figs, vis.plot_slice, study, "Slice plots"),
+        _optuna_plot(figs, vis.plot_slice, study, "Slice plots", wide=True),
         _by_optimizer(figs, res),
         _curves(figs, res),
         _cost(figs, res),

@@ -35,6 +35,7 @@ from .study_file import StudySpec
 from .weights import KeptWeights
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+METRIC = "val_acc"  # what a trial's value is: the final model's validation accuracy
 
 __all__ = ["FINISHED", "Interrupted", "InterruptOnce", "RunSummary", "count_finished", "open_study",
            "plan_workers", "recover_abandoned", "run_sweep", "study_attrs", "trial_seed"]
@@ -84,6 +85,8 @@ def open_study(spec: StudySpec, data: Dataset, storage, name: str, seed: int) ->
                                      "use --name to start a new study")
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                     sampler=make_sampler(spec, seed), pruner=make_pruner(spec), load_if_exists=True)
+        if study.metric_names is None:  # optuna-dashboard labels the value with it ("Objective 0" without)
+            study.set_metric_names([METRIC])
         if name not in existing:
             for k, v in study_attrs(spec, data, seed).items():
                 study.set_user_attr(k, v)
@@ -123,8 +126,10 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
               seed: int | None = None, progress: bool = True, workers: int | None = None,
               gpus: list[int] | None = None, per_gpu: int | None = None,
               data_args: dict | None = None, artifact_dir: str | None = None, keep_top: int = 3,
-              compile: str = "off", fuse: str = "off") -> RunSummary:
-    """Run trials until the study holds its budget of finished ones (`trials`, or `trials` more with `add`)."""
+              compile: str = "off", fuse: str = "off", announce=None) -> RunSummary:
+    """Run trials until the study holds its budget of finished ones (`trials`, or `trials` more with `add`).
+
+    `announce(line)` is told when this changes a budget the study already had."""
     name = name or spec.name
     seed = spec.seed if seed is None else seed
     n_workers, slots, threads, fused_k = plan_workers(device, workers, gpus, per_gpu, compile, fuse)
@@ -139,7 +144,12 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         stopped_by = "budget"
         if size is not None and target > size:
             target, stopped_by = max(size, already), "grid"
+        before = study.user_attrs.get("target_trials")
         study.set_user_attr("target_trials", target)
+    if announce is not None and before is not None and before != target:
+        held = f"; it holds {already} finished already, so nothing is left to run" if already >= target else ""
+        announce(f"study '{name}': budget {'lowered' if target < before else 'raised'} from {before} to "
+                 f"{target} finished trials{held}")
 
     if data_args is None:  # the workers load the same data the coordinator did (from the cache)
         d = spec.data

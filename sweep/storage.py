@@ -24,8 +24,20 @@ SQLITE_TIMEOUT_S = 60  # how long a writer waits for a lock before SQLite gives 
 
 
 def mask(url: str) -> str:
-    """The URL with any password replaced by ***, for messages and attributes."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL with any password replaced by ***, for messages and attributes: in the user part
+    (also with an empty user name or an unencoded @ inside the password) and in the query string."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, qmark, query = rest.partition("?")
+    if qmark:
+        query = re.sub(r"((?:^|&)(?:password|passwd|pwd)=)[^&]*", r"\1***", query, flags=re.IGNORECASE)
+    if "@" in rest:
+        userinfo, host = rest.rsplit("@", 1)  # the query is off: the last @ ends the user part
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        rest = f"{userinfo}@{host}"
+    return f"{scheme}://{rest}{qmark}{query}"
 
 
 def normalize(url: str) -> str:
@@ -45,15 +57,28 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database) if u.database and u.database != ":memory:" else None
 
 
-def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
-    """An RDBStorage for `url`; `create=False` refuses a SQLite file that does not exist."""
-    url = normalize(url)
+MAX_STUDY_NAME = 512  # characters: the width of Optuna's study_name column
+
+
+def _parse(url: str):
     try:
         u = make_url(url)
-    except ArgumentError:
-        raise SweepError(f"storage '{mask(url)}': not a database URL (e.g. sqlite:///sweep.db)") from None
+        u.port  # noqa: B018 - a port that is not a number fails here, not later
+    except (ArgumentError, ValueError):
+        raise SweepError(f"storage '{mask(url)}': not a database URL (e.g. sqlite:///sweep.db or "
+                         "postgresql://USER@HOST/DB)") from None
     backend = u.get_backend_name()
-    engine_kwargs: dict = {}
+    if backend not in ("sqlite", "postgresql"):
+        raise SweepError(f"storage '{mask(url)}': unsupported database '{u.drivername}' "
+                         "(use sqlite:///FILE or postgresql://USER@HOST/DB)")
+    return u, backend
+
+
+def check_storage(url: str, *, create: bool) -> None:
+    """Every check `open_storage` makes, creating and writing nothing: a command can refuse a bad
+    storage before it reads data or starts work."""
+    url = normalize(url)
+    u, backend = _parse(url)
     if backend == "sqlite":
         path = sqlite_path(url)
         if path is None:
@@ -61,29 +86,82 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
         if not path.exists():
             if not create:
                 raise SweepError(f"storage '{url}': no such file ({path})")
-            if not path.parent.exists():
+            if not path.parent.is_dir():
                 raise SweepError(f"storage '{url}': directory {path.parent} does not exist")
-            if not os.access(path.parent, os.W_OK):
-                raise SweepError(f"storage '{url}': directory {path.parent} is not writable")
-        elif create and not os.access(path, os.W_OK):
+            _probe_writable(url, path.parent)
+            return
+        if path.is_dir():
+            raise SweepError(f"storage '{url}': {path} is a directory, not a database file")
+        if create and not os.access(path, os.W_OK):
             raise SweepError(f"storage '{url}': {path} is not writable")
+        if create:  # the one-writer lock file goes beside the real file
+            _probe_writable(url, Path(os.path.realpath(path)).parent)
+        check_sqlite_file(url, path)
+        return
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    except ImportError:
+        raise SweepError(f"storage '{mask(url)}': no database driver for '{u.drivername}'; "
+                         "install the postgres extra: pip install 'fer-sweep[postgres]'") from None
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("SELECT 1"))
+    except Exception as e:  # SQLAlchemy wraps connection failures in many types
+        first = str(getattr(e, "orig", e) or type(e).__name__).strip().splitlines()[0]
+        raise SweepError(f"storage '{mask(url)}': cannot open ({mask(first)})") from None
+    finally:
+        engine.dispose()
+
+
+def _probe_writable(url: str, folder: Path) -> None:
+    """Whether files can be made in `folder` (the database, its lock and WAL files): by making
+    one and removing it. Permission bits alone miss read-only mounts and folders like /proc."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise SweepError(f"storage '{url}': cannot create files in {folder} ({e.strerror or type(e).__name__})") from None
+
+
+def check_sqlite_file(url: str, path: Path) -> None:
+    """A damaged SQLite file (garbage in its header or among its pages) is refused with one line
+    before anything reads or writes it. `quick_check` reads every page once: milliseconds for a
+    study of thousands of trials."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT_S)
+        try:
+            verdict = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise SweepError(f"storage '{url}': not a SQLite database, or a damaged one ({e})") from None
+    if verdict != "ok":
+        raise SweepError(f"storage '{url}': the database file is damaged ({verdict.splitlines()[0][:200]}); "
+                         "nothing was read or written")
+
+
+def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
+    """An RDBStorage for `url`; `create=False` refuses a SQLite file that does not exist."""
+    url = normalize(url)
+    check_storage(url, create=create)
+    u, backend = _parse(url)
+    engine_kwargs: dict = {}
+    if backend == "sqlite":
         if create:
-            _enable_wal(path)
+            _enable_wal(sqlite_path(url))
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
-    elif backend == "postgresql":
+    else:
         engine_kwargs["pool_pre_ping"] = True
-    elif backend not in ("mysql",):
-        raise SweepError(f"storage '{mask(url)}': unsupported scheme '{u.drivername}' "
-                         "(use sqlite:///FILE or postgresql://USER@HOST/DB)")
     try:
         with _schema_lock(url, backend):
             # Heartbeats let any process tell a dead process's RUNNING trials from live ones; the
             # stale ones are failed and re-queued by sweep.recovery, with their reason.
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
                                               grace_period=GRACE_S)
-    except ImportError:
-        raise SweepError(f"storage '{mask(url)}': no database driver for '{u.drivername}'; "
-                         "for PostgreSQL install the postgres extra: pip install -e '.[postgres]'") from None
     except Exception as e:  # SQLAlchemy wraps connection failures in many types
         first = str(getattr(e, "orig", e) or type(e).__name__).strip().splitlines()[0]
         raise SweepError(f"storage '{mask(url)}': cannot open ({mask(first)})") from None

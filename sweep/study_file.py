@@ -28,7 +28,6 @@ names the file and the key, e.g. `studies/x.toml: search.lr: a log range needs l
 from __future__ import annotations
 
 import os
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,14 +103,15 @@ class StudySpec:
 
 
 def studies_dirs() -> list[Path]:
-    """Where study names are looked up: $SWEEP_STUDIES, ./studies, then the shipped ones."""
+    """Where study names are looked up: $SWEEP_STUDIES, ./studies, then the shipped ones (the
+    `studies` package: the checkout's folder, or the copy inside an installed wheel)."""
+    import studies
+
     dirs = []
     if os.environ.get("SWEEP_STUDIES"):
         dirs.append(Path(os.environ["SWEEP_STUDIES"]))
     dirs.append(Path("studies"))
-    here = Path(__file__).resolve().parent
-    dirs.append(here.parent / "studies")  # a source checkout or an editable install
-    dirs.append(Path(sys.prefix) / "share" / "sweep" / "studies")  # a wheel install
+    dirs.append(Path(studies.__file__).resolve().parent)
     return dirs
 
 

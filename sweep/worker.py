@@ -67,12 +67,32 @@ def _save(conn, number: int, model, reply: tuple) -> None:
         conn.send(("saved", number, reply[2]))
 
 
+def _die_with_coordinator(conn) -> None:
+    """A thread that ends this process as soon as the coordinator's end of the pipe closes (it
+    exited or was killed, even with kill -9), whatever the training is doing: an orphan would keep
+    its share of the CPU or its GPU memory until its next message."""
+    import select
+    import threading
+
+    hangup = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(conn.fileno(), hangup)
+        while True:
+            if any(events & hangup for _, events in poller.poll(500)):
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="sweep-coordinator-watch").start()
+
+
 def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "off", fused: bool = False) -> None:
     """Process entry point. Messages out: ready, epoch, done, saved, oom, error.
 
     `compile` is the engine option of `model.train`; the worker lives across trials, so a compiled
     graph is built by its first trial and reused by every later one of the same shapes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    _die_with_coordinator(conn)
     os.environ.clear()
     os.environ.update(env)  # before anything reads it: CUDA_VISIBLE_DEVICES, SWEEP_CACHE
     import torch

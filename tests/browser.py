@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+# Screenshots, for a person to look at: $SWEEP_TEST_ARTIFACTS, else a folder under the system's temp.
+ARTIFACTS = Path(os.environ.get("SWEEP_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "sweep-test-artifacts")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars"]
@@ -27,14 +28,14 @@ def chromium() -> str:
 
 def render(url: str, *, budget_ms: int = 15000, screenshot: str | None = None,
            size: str = "1280,1800") -> tuple[str, list[str]]:
-    """(DOM after scripts ran, console error lines) for `url`; optionally a PNG in test-artifacts/."""
+    """(DOM after scripts ran, console error lines) for `url`; optionally a PNG in ARTIFACTS."""
     exe = chromium()
     with tempfile.TemporaryDirectory() as profile:
         common = [exe, *FLAGS, f"--user-data-dir={profile}", f"--window-size={size}",
                   f"--virtual-time-budget={budget_ms}", "--enable-logging=stderr", "--v=0"]
         dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120)
         if screenshot:
-            ARTIFACTS.mkdir(exist_ok=True)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
             subprocess.run([*common, f"--screenshot={ARTIFACTS / screenshot}", url], capture_output=True,
                            text=True, timeout=120)
     # Chromium logs every console message at INFO with no level: exceptions and error texts are

@@ -15,7 +15,10 @@ USAGES = ("Training", "PublicTest", "PrivateTest")
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory, monkeypatch):
-    """Every test gets its own cache and no ambient FER2013 or study overrides."""
+    """Every test gets its own cache, its own working directory (whatever a command writes beside
+    it, weights or reports, lands there and not in the checkout), and no ambient FER2013 or study
+    overrides."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     monkeypatch.setenv("SWEEP_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("SWEEP_DATA", raising=False)
     monkeypatch.delenv("SWEEP_STUDIES", raising=False)

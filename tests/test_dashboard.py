@@ -2,11 +2,11 @@
 
 import json
 import socket
+import os
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -14,7 +14,6 @@ from optuna.trial import TrialState
 from tests import browser
 from tests.conftest import TINY_STUDY, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def get_json(url: str, timeout: float = 10):
@@ -24,7 +23,7 @@ def get_json(url: str, timeout: float = 10):
 
 def start_dashboard(url: str, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "dashboard", "--storage", url, "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -88,14 +87,14 @@ def test_dashboard_bad_input(made_study, tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         r = subprocess.run([sys.executable, "-m", "sweep.cli", "dashboard", "--storage", url, "--port", str(port)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+                           cwd=os.getcwd(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "in use" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     missing = tmp_path / "missing.db"
     r = subprocess.run([sys.executable, "-m", "sweep.cli", "dashboard", "--storage", f"sqlite:///{missing}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+                       cwd=os.getcwd(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no such file" in r.stderr and not missing.exists()
     r = subprocess.run([sys.executable, "-m", "sweep.cli", "dashboard", "--storage", url, "--artifact-dir",
-                        str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                        str(tmp_path / "nope")], cwd=os.getcwd(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--artifact-dir" in r.stderr and "no such directory" in r.stderr
 
 
@@ -106,7 +105,7 @@ def test_dashboard_polling_while_a_sweep_writes_sqlite(tmp_path):
     url = f"sqlite:///{tmp_path / 'live.db'}"
     n = 10
     sweep = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--trials", str(n), "--study", str(study_file),
-                              "--storage", url], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              "--storage", url], cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (tmp_path / "live.db").exists() and time.time() < deadline:
         time.sleep(0.2)

@@ -217,7 +217,7 @@ def test_real_fer2013_loads_with_the_official_sizes():
 
 
 def test_fer_pack_carries_every_row_to_a_gpu_machine_and_back(tmp_path, kaggle_csv):
-    """benchmarks/fer_pack.py (FER2013 under the device tool's 64 MiB): the unpacked Kaggle CSV
+    """benchmarks/fer_pack.py (FER2013 packed as uint8 for GPU machines and cluster nodes): the unpacked Kaggle CSV
     reads back to the same images, labels and usage, PrivateTest rows included."""
     from benchmarks.fer_pack import pack, unpack
 

@@ -132,3 +132,16 @@ def test_report_renders_in_headless_chromium(made_study, tmp_path):
     # Plotly marks each div it has drawn with js-plotly-plot and fills it with an SVG.
     assert dom.count("js-plotly-plot") >= n_figures, "some figures did not render"
     assert dom.count('class="main-svg"') >= n_figures
+
+
+def test_report_titles_sit_above_the_figures_and_log_axes_read_by_decade(made_study, tmp_path):
+    """Plotly's toolbar covered titles drawn inside figures, and lr ticks ran together ("100μ0.001")."""
+    url, name = made_study
+    out = tmp_path / "report.html"
+    assert sweep("report", "--storage", url, "-o", out).exit_code == 0
+    page = out.read_text()
+    assert "<h4>Optimization history</h4>" in page and '"title":{"text":"Optimization history"' not in page
+    assert '"exponentformat":"power"' in page and '"dtick":1' in page  # the slice plot's lr axis
+    pruned = sum(t.state == TrialState.PRUNED for t in optuna.load_study(study_name=name, storage=url).trials)
+    curves = next(line for line in page.split("<h4>")[1:] if line.startswith("Val accuracy per epoch"))
+    assert ("pruned" in curves.split("</h4>")[0]) == (pruned > 0)

@@ -18,14 +18,13 @@ from optuna.trial import TrialState
 
 from tests.conftest import TINY_STUDY
 
-ROOT = Path(__file__).resolve().parents[1]
 FIN = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def cli(*args, env=None, **kw) -> subprocess.Popen:
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "sweep.cli", *map(str, args)], cwd=ROOT, env=e,
+    return subprocess.Popen([sys.executable, "-m", "sweep.cli", *map(str, args)], cwd=os.getcwd(), env=e,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -263,3 +262,41 @@ def test_worker_plan_on_gpus_and_cpus(monkeypatch):
     for bad in ("0", "-2", "many"):
         with pytest.raises(SweepError, match="--fuse"):
             plan_workers("cpu", None, None, None, fuse=bad)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes of a process group (zombies excluded)."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(entry))
+    return alive
+
+
+@pytest.mark.parametrize("ending", ["kill -9", "SIGINT", "done"])
+def test_every_process_a_run_started_ends_with_it(tmp_path, ending):
+    """Workers, fork server and resource tracker: none outlives its run by more than a few seconds,
+    however the run ends (on a GPU an orphan would keep its memory)."""
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    epochs = "{ low = 1, high = 1 }" if ending == "done" else "{ low = 8, high = 8 }"
+    f = study_file(tmp_path, epochs=epochs, name="procs")
+    run = cli("run", "--trials", 2, "--study", f, "--workers", 2, "--storage", url, start_new_session=True)
+    if ending != "done":
+        wait_for(lambda: any(t.intermediate_values for t in load(url, "procs").trials))
+        assert len(_group_members(run.pid)) >= 3  # the run, its fork server and workers
+        if ending == "kill -9":
+            run.kill()
+        else:
+            run.send_signal(signal.SIGINT)
+    finish(run)
+    deadline = time.time() + 5
+    while _group_members(run.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _group_members(run.pid) == [], f"still running {3 - (deadline - time.time()):.1f} s after the run ended"

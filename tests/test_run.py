@@ -181,13 +181,13 @@ def test_fresh_clone_default_falls_back_to_quick_on_synthetic(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     from sweep.cli import _resolve
 
-    spec, source = _resolve(None, None)
-    assert spec.name == "quick" and source == "synthetic"
+    spec, source, notice = _resolve(None, None)
+    assert spec.name == "quick" and source == "synthetic" and "No FER2013" in notice
     (tmp_path / "data").mkdir()
     images, labels, usage = make_rows()
     write_csv(tmp_path / "data" / "fer2013.csv", images, labels, usage)
-    spec, source = _resolve(None, None)
-    assert spec.name == "default" and source == "data/fer2013.csv"
+    spec, source, notice = _resolve(None, None)
+    assert spec.name == "default" and source == "data/fer2013.csv" and notice is None
     monkeypatch.setenv("SWEEP_DATA", str(tmp_path / "elsewhere.csv.gz"))
     assert _resolve(None, None)[1] == str(tmp_path / "elsewhere.csv.gz")
 
@@ -279,7 +279,7 @@ def test_versions_name_sweeps_own_version_when_run_from_a_checkout(monkeypatch):
     real = provenance.metadata.version
 
     def not_installed(dist):
-        if dist == "sweep":
+        if dist == provenance.DISTRIBUTION:
             raise provenance.metadata.PackageNotFoundError(dist)
         return real(dist)
 
@@ -290,3 +290,25 @@ def test_versions_name_sweeps_own_version_when_run_from_a_checkout(monkeypatch):
         assert provenance.versions()["sweep"] == expected != "unknown"
     finally:
         provenance.versions.cache_clear()
+
+
+def test_commands_that_train_nothing_start_without_torch(made_study, tmp_path):
+    """--help, studies, best, export, report and dashboard's checks import no torch: they start in
+    a fraction of a second (benchmarks/startup.py measures it)."""
+    url, name = made_study
+    script = f"""
+import sys
+from typer.testing import CliRunner
+from sweep.cli import app
+runs = [["--help"], ["--version"], ["run", "--help"], ["studies", "--storage", {url!r}],
+        ["best", "--storage", {url!r}], ["export", "--storage", {url!r}, "-f", "csv"],
+        ["report", "--storage", {url!r}, "-o", {str(tmp_path / 'r.html')!r}],
+        ["dashboard", "--storage", {url!r}, "--port", "1", "--host", "203.0.113.1"]]
+for args in runs:
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code in (0, 2), (args, r.output)
+    assert "torch" not in sys.modules, args
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

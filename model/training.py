@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -213,10 +212,3 @@ def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "au
         test_confusion=test_confusion.tolist() if test_confusion is not None else None,
         model=model if keep_model else None,
     )
-
-
-def accuracy_by_class(confusion: list[list[int]]) -> list[float | None]:
-    """Per-class recall from a [true][predicted] confusion matrix (None where a class is absent)."""
-    c = np.asarray(confusion)
-    totals = c.sum(1)
-    return [float(c[i, i] / totals[i]) if totals[i] else None for i in range(len(c))]
