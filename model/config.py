@@ -7,6 +7,7 @@ The defaults are the paper's run (SGD lr 0.05, no momentum, weight decay 1e-5, b
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -15,6 +16,10 @@ LR_SCHEDULES = ("constant", "cosine", "plateau")
 # What trials must share to train fused as one network (model.fused_train): batch size (members
 # step in lockstep), width (one shape), optimizer (one update rule) and precision.
 FUSE_KEYS = ("batch_size", "width", "optimizer", "precision")
+# Ceilings on values no one can mean: a run past them is a typo that would never end or never fit.
+MAX_EPOCHS = 10_000  # 50x the paper's 200 epochs
+MAX_BATCH_SIZE = 65_536  # twice FER2013's training split
+MAX_WIDTH = 4.0  # 4x the paper's network: about 680 M parameters, 11 GB of fp32 weights and state
 
 
 @dataclass(frozen=True)
@@ -34,15 +39,19 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast where the hardware runs it fast, else fp32
 
     def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, not {value}")
         checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (1 <= self.epochs <= MAX_EPOCHS, f"epochs must be between 1 and {MAX_EPOCHS:,}"),
+            (1 <= self.batch_size <= MAX_BATCH_SIZE, f"batch_size must be between 1 and {MAX_BATCH_SIZE:,}"),
             (self.lr > 0, "lr must be > 0"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.momentum >= 0, "momentum must be >= 0"),
             (not self.nesterov or self.momentum > 0, "nesterov needs momentum > 0"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.width > 0, "width must be > 0"),
+            (0 < self.width <= MAX_WIDTH, f"width must be > 0 and at most {MAX_WIDTH:g}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),

@@ -55,6 +55,35 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+_interrupted_said = False
+
+
+def _say_interrupted(line: str):
+    """The one line for an interrupted command, then exit 130."""
+    global _interrupted_said
+    _interrupted_said = True
+    typer.echo(line, err=True)
+    raise typer.Exit(130)
+
+
+def _import_torch() -> None:
+    """Import torch with Ctrl-C and SIGTERM held back: an interrupt that lands inside torch's C++
+    import code aborts the whole process (a C++ terminate, exit -6) instead of raising. A signal
+    that came meanwhile is acted on right after."""
+    import signal
+
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        import torch  # noqa: F401
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if pending:
+        raise KeyboardInterrupt
+
+
 def friendly(fn):
     """Bad input ends as one line on stderr and exit 2, never a traceback. A storage that turns
     out damaged while it is read ends the same way (commands that write check it before)."""
@@ -66,6 +95,8 @@ def friendly(fn):
 
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM before a command's own handling took over
+            _say_interrupted("sweep: interrupted")
         except (SweepError, DataError) as e:
             _fail(str(e))
         except (DatabaseError, sqlite3.DatabaseError) as e:
@@ -122,6 +153,7 @@ def run(
 
     A rerun of the same command resumes and never overshoots; Ctrl-C marks the running trials FAIL
     and exits 130."""
+    _import_torch()
     from model import resolve_device
 
     from .runner import Interrupted, run_sweep
@@ -158,9 +190,7 @@ def run(
                                 artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
                                 compile=compile, fuse=fuse, announce=lambda line: typer.echo(line, err=True))
     except Interrupted:
-        typer.echo("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.",
-                   err=True)
-        raise typer.Exit(130)
+        _say_interrupted("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.")
     best = (f"best val {summary.best_value:.2%} (trial {summary.best_number})"
             if summary.best_value is not None else "no complete trial")
     stop = {"timeout": " (stopped by --timeout)", "grid": " (the grid is exhausted)"}.get(summary.stopped_by, "")
@@ -205,6 +235,7 @@ def worker(
     fuse: FuseOpt = "off",
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
+    _import_torch()
     from .locks import sqlite_writer_lock
     from .runner import Interrupted, plan_workers, run_sweep
     from .stored import pick_study, spec_and_data
@@ -226,8 +257,7 @@ def worker(
                                 gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, fuse=fuse,
                                 artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
     except Interrupted:
-        typer.echo("sweep: interrupted; the running trials were marked FAIL.", err=True)
-        raise typer.Exit(130)
+        _say_interrupted("sweep: interrupted; the running trials were marked FAIL.")
     typer.echo(f"study '{study}': {summary.finished}/{summary.target} finished; this worker ran {summary.ran}")
 
 
@@ -346,6 +376,7 @@ def bench(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Measure training speed: this trainer against a paper-style per-image DataLoader pipeline."""
+    _import_torch()
     import json
 
     from model import check_compile, resolve_device
@@ -396,6 +427,7 @@ def confirm(
     device: DeviceOpt = "auto",
 ):
     """Re-train the top trials with new seeds and record mean and std of val and test accuracy."""
+    _import_torch()
     from model import resolve_device
 
     from .confirm import confirm as run_confirm
@@ -416,9 +448,8 @@ def confirm(
             records = run_confirm(s, spec, dataset, top=top, seeds=seeds, device=device,
                                   progress=lambda line: typer.echo(line, err=True))
     except Interrupted:
-        typer.echo("sweep: interrupted; every seed trained so far is recorded. Run the same command to "
-                   "train the rest.", err=True)
-        raise typer.Exit(130)
+        _say_interrupted("sweep: interrupted; every seed trained so far is recorded. Run the same command to "
+                         "train the rest.")
     for r in records:
         test = f", test {r['test_mean']:.2%} +- {r['test_std']:.2%}" if r["test_mean"] is not None else ""
         typer.echo(f"trial {r['trial']}: val {r['val_mean']:.2%} +- {r['val_std']:.2%}{test} over {len(r['seeds'])} seeds")
@@ -433,6 +464,7 @@ def predict(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ):
     """Emotion probabilities for images, with the weights of the study's best kept trial."""
+    _import_torch()
     import json
 
     from .predict import SYNTHETIC_NOTE, format_predictions, trained_on
@@ -452,8 +484,17 @@ def predict(
 
 
 def main() -> None:
-    app(prog_name="sweep")
+    """Run the CLI. Typer turns a Ctrl-C that lands outside a command (while it parses the
+    arguments, say) into a silent exit 130: that one gets its line here too."""
+    try:
+        app(prog_name="sweep")
+    except SystemExit as e:
+        if e.code == 130 and not _interrupted_said:
+            typer.echo("sweep: interrupted", err=True)
+        raise
 
 
 if __name__ == "__main__":
-    main()
+    from .entry import main as entry_main
+
+    entry_main()

@@ -13,9 +13,11 @@ ones if this process dies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -34,6 +36,7 @@ from .recovery import HEARTBEAT_S, fail_stale, fail_trial, requeue
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_CONSECUTIVE_FAILURES = 5  # trials failing in a row before the sweep gives up: something is broken
 WORKER_START_S = 300  # a worker that is not ready by then (import + data load) is a failure
+MAX_START_DEATHS = 3  # workers dying in a row before they are ready: something kills every one
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -65,6 +68,8 @@ class Coordinator:
         self.oom_retried: set[int] = set()
         self.pruned: set[int] = set()  # trials the pruner stopped
         self.last_stale_check = 0.0
+        self.start_deaths = 0  # workers that died in a row before they were ready
+        self.replied = False  # whether the worker's message being handled has had its answer
         self.bar = Progress(target, count_finished(study), self._best()[0]) if progress else None
 
     # ---- asking
@@ -153,6 +158,7 @@ class Coordinator:
     def loop(self, pool: Pool, data_hash: str) -> None:
         self.pool = pool
         while True:
+            self._heartbeats()  # first: after a pause, our own trials must not look abandoned to us
             self._check_stale()
             for w in pool.workers:
                 self._fill(w)
@@ -218,7 +224,28 @@ class Coordinator:
             if msg[2] != data_hash:
                 raise SweepError("a worker loaded different data than the coordinator (the file changed?)")
             w.ready = True
+            self.start_deaths = 0
             return
+        r = w.running.get(msg[1]) if kind != "oom" or msg[1] is not None else None
+        self.replied = False
+        try:
+            self._handle_trial(w, msg)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # This process was late (paused, swapped out, cut off from the database) and another one
+            # failed the trial as abandoned and queued it again: drop it here and go on.
+            w.running.pop(msg[1], None)
+            if not self.replied and kind in ("epoch", "done"):  # the worker waits for an answer to these
+                w.conn.send("prune" if kind == "epoch" else ("nosave", msg[1]))
+            number = r.trial.number if r is not None else msg[1]
+            print(f"sweep: trial {number} was taken over by another process while this one was late "
+                  "(its heartbeat went stale); dropped here, it runs again elsewhere", file=sys.stderr)
+
+    def _reply(self, w: Worker, answer) -> None:
+        w.conn.send(answer)
+        self.replied = True
+
+    def _handle_trial(self, w: Worker, msg: tuple) -> None:
+        kind = msg[0]
         if kind == "oom" and msg[1] is None:  # a fused group ran out of memory: shrink it, run it again
             self._group_oom(w, msg[3])
             return
@@ -227,9 +254,9 @@ class Coordinator:
             if kind == "error" and msg[1] is None:
                 raise SweepError(msg[2])
             if kind == "epoch":
-                w.conn.send("prune")  # not a trial we run (any more): never leave a worker waiting
+                self._reply(w, "prune")  # not a trial we run (any more): never leave a worker waiting
             elif kind == "done":
-                w.conn.send(("nosave", msg[1]))
+                self._reply(w, ("nosave", msg[1]))
             return
         trial = r.trial
         if kind == "epoch":
@@ -241,7 +268,7 @@ class Coordinator:
             prune = trial.should_prune()
             if prune:
                 self.pruned.add(trial.number)
-            w.conn.send("prune" if prune else "go")
+            self._reply(w, "prune" if prune else "go")
         elif kind == "done":
             del w.running[trial.number]
             self._finish(trial, msg[2], w)
@@ -265,7 +292,8 @@ class Coordinator:
         if w.capacity > 1:
             w.capacity = max(1, w.capacity // 2)
             for r in dropped:
-                r.trial.set_user_attr("oom_regrouped", True)
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    r.trial.set_user_attr("oom_regrouped", True)
             self.pending[:0] = dropped
             return
         for r in dropped:
@@ -282,8 +310,12 @@ class Coordinator:
         code = w.proc.exitcode if code is None else code
         pool.respawn(w)
         if not w.running:
-            if not w.ready:
-                raise SweepError(f"a worker died while starting (exit code {code})")
+            if not w.ready:  # killed while loading (the OOM killer, say): replaced, up to a point
+                self.start_deaths += 1
+                if self.start_deaths >= MAX_START_DEATHS:
+                    raise SweepError(f"{self.start_deaths} workers in a row died while starting (last exit code "
+                                     f"{code}); is the machine out of memory?")
+                print(f"sweep: a worker died while starting (exit code {code}); started another", file=sys.stderr)
             return
         reason = f"worker died (exit code {code}, signal {-code})" if code is not None and code < 0 else \
             f"worker died (exit code {code})"
@@ -343,10 +375,10 @@ class Coordinator:
     def _weights(self, w: Worker, trial: optuna.Trial, value: float | None) -> None:
         """Answer the worker's 'done': keep the weights of a trial that ranks in the top K."""
         if value is None or self.weights is None or not self.weights.wanted(value):
-            w.conn.send(("nosave", trial.number))
+            self._reply(w, ("nosave", trial.number))
             return
         tmp = self.weights.temp_path(self.run_id, trial.number)
-        w.conn.send(("save", trial.number, tmp))
+        self._reply(w, ("save", trial.number, tmp))
         reply = w.conn.recv()
         if reply[0] == "saved" and reply[2] is not None:
             self.weights.upload(trial, value, tmp)

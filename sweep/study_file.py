@@ -27,6 +27,7 @@ names the file and the key, e.g. `studies/x.toml: search.lr: a log range needs l
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -173,6 +174,8 @@ class _Checker:
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
             self.fail(key, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
+        if not math.isfinite(value):
+            self.fail(key, f"must be a finite number, got {value!r}")
         return value
 
     def hyper_value(self, name: str, value: Any, key: str) -> Any:
@@ -188,6 +191,11 @@ class _Checker:
             self.number(value, key, integer=True)
         else:
             self.number(value, key)
+        if name != "nesterov":  # nesterov's rule involves momentum: checked once both are known
+            try:
+                TrainConfig(**{name: value})
+            except ValueError as e:
+                self.fail(key, str(e))
         return value
 
 
