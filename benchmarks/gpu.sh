@@ -36,7 +36,7 @@ else
   export PYTHONPATH=$PWD
 fi
 python=${PYTHON:-python3}
-sweep() { "$python" -m sweep.cli "$@"; }
+sweep() { "$python" -m sweep "$@"; }
 step() {  # step NAME COMMAND...: run it unless skipped, log it, say how long it took
   local name=$1; shift
   if [[ $skip == *" $name "* ]]; then return; fi
@@ -64,14 +64,14 @@ if [ "$mode" = all ]; then
   ( "$python" -m benchmarks.fer_pack unpack .gpu/fer2013.xz /tmp/fer2013.csv &&
     "$python" -c "from data import read_source; s = read_source('/tmp/fer2013.csv'); print(s.format, s.images.shape)" ) > "$out/unpack.log" 2>&1 &
   unpacking=$!
-  step bench timeout -s TERM 120 "$python" -m sweep.cli bench --device "$dev" --steps "$steps" --repeats 3
+  step bench timeout -s TERM 120 "$python" -m sweep bench --device "$dev" --steps "$steps" --repeats 3
   wait $unpacking; cat "$out/unpack.log" >> "$out/gpu.log"
   # One after the other: side by side (2026-11-27, an H200) seven processes trained only ~1.1-1.2x
   # the images of one in all, and the paper run missed its 200 epochs.
-  step paper timeout -s TERM $(( $(left) - 20 )) "$python" -m sweep.cli run --study paper --trials 1 --device "$dev" \
+  step paper timeout -s TERM $(( $(left) - 20 )) "$python" -m sweep run --study paper --trials 1 --device "$dev" \
     --data /tmp/fer2013.csv --storage "sqlite:///$out/paper.db" --keep-top 0
   stop=$(( $(left) - 20 ))
-  [ "$stop" -gt 60 ] && step beyond timeout -s TERM $stop "$python" -m sweep.cli run --study /tmp/beyond.toml --trials 100 \
+  [ "$stop" -gt 60 ] && step beyond timeout -s TERM $stop "$python" -m sweep run --study /tmp/beyond.toml --trials 100 \
     ${POOL:-} --timeout $(( stop - ${LAST_START:-100} > 0 ? stop - ${LAST_START:-100} : 0 )) --device "$dev" \
     --data /tmp/fer2013.csv --storage "sqlite:///$out/beyond.db" --artifact-dir /tmp/beyond-artifacts --keep-top 1
   [ -f "$out/paper.db" ] && step paper_export sweep export --storage "sqlite:///$out/paper.db" --format md --per-class
@@ -90,15 +90,15 @@ if [ "$mode" = fuse ] || [ "$mode" = fuse-beyond ]; then
   step machine bash -c "$machine"
   data=$(fer2013)
   if [ "$mode" = fuse ]; then
-    step bench_fuse timeout -s TERM 150 "$python" -m sweep.cli bench --device "$dev" --steps "${FUSE_STEPS:-50}" --repeats 2 --fuse 1,4,16,32
-    step bench_fuse_cudagraphs timeout -s TERM 120 "$python" -m sweep.cli bench --device "$dev" --steps "${FUSE_STEPS:-50}" --repeats 2 --fuse 1,16 --compile cudagraphs
+    step bench_fuse timeout -s TERM 150 "$python" -m sweep bench --device "$dev" --steps "${FUSE_STEPS:-50}" --repeats 2 --fuse 1,4,16,32
+    step bench_fuse_cudagraphs timeout -s TERM 120 "$python" -m sweep bench --device "$dev" --steps "${FUSE_STEPS:-50}" --repeats 2 --fuse 1,16 --compile cudagraphs
     if [ -n "$data" ]; then
-      step default_fused timeout -s TERM $(( ${FUSE_S:-240} + 60 )) "$python" -m sweep.cli run --study default --trials 50 --fuse auto \
+      step default_fused timeout -s TERM $(( ${FUSE_S:-240} + 60 )) "$python" -m sweep run --study default --trials 50 --fuse auto \
         --device "$dev" --data "$data" --timeout "${FUSE_S:-240}" --storage "sqlite:///$out/default-fused.db" --keep-top 0
       step default_export sweep export --storage "sqlite:///$out/default-fused.db" --format md --top 5
     fi
   elif [ -n "$data" ]; then
-    step beyond_fused timeout -s TERM $(( ${BEYOND_S:-360} + 90 )) "$python" -m sweep.cli run --study /tmp/beyond.toml --trials 50 \
+    step beyond_fused timeout -s TERM $(( ${BEYOND_S:-360} + 90 )) "$python" -m sweep run --study /tmp/beyond.toml --trials 50 \
       --fuse auto --device "$dev" --data "$data" --timeout "${BEYOND_S:-360}" --storage "sqlite:///$out/beyond-fused.db" \
       --artifact-dir /tmp/beyond-artifacts --keep-top 3
     step beyond_confirm sweep confirm --storage "sqlite:///$out/beyond-fused.db" --top 3 --seeds 3 --device "$dev" --data "$data"

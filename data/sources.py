@@ -50,8 +50,12 @@ def cache_dir() -> Path:
 def read_source(path: str | os.PathLike) -> Source:
     """Read a FER2013 file or image-folder tree, from the cache when its content was seen before."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: no such file or directory")
+    try:
+        p.stat()
+    except FileNotFoundError:
+        raise DataError(f"{p}: no such file or directory") from None
+    except OSError as e:  # a symbolic link loop, a path through a file, no permission
+        raise DataError(f"{p}: cannot be read ({e.strerror or type(e).__name__})") from None
     if p.is_dir():
         files = _image_files(p)
         digest = _hash_tree(p, files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -76,7 +77,7 @@ def _import_torch() -> None:
     previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        import torch  # noqa: F401
+        importlib.import_module("torch")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -494,7 +495,5 @@ def main() -> None:
         raise
 
 
-if __name__ == "__main__":
-    from .entry import main as entry_main
-
-    entry_main()
+if __name__ == "__main__":  # `python -m sweep` is the way in that handles signals from the start
+    main()

@@ -87,10 +87,16 @@ class Coordinator:
             trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
             if len(trials) >= self.target:
                 return None
-            with warnings.catch_warnings():
-                # Optuna warns that heartbeats expect Study.optimize: here the coordinator writes them.
-                warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                trial = self.study.ask(self.dists)
+            before = {t._trial_id for t in trials}
+            try:
+                with warnings.catch_warnings():
+                    # Optuna warns that heartbeats expect Study.optimize: here the coordinator writes them.
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    trial = self.study.ask(self.dists)
+            except Exception as e:  # noqa: BLE001 - the sampler or the storage failed inside ask
+                self._fail_half_asked(before, e)
+                raise SweepError(f"asking Optuna for a trial failed: {type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:300] if str(e) else ''}") from None
             self.study._storage.record_heartbeat(trial._trial_id)
         self.ran += 1
         seed = trial.user_attrs.get("seed")
@@ -104,6 +110,15 @@ class Coordinator:
             self._finish_fail(trial, f"invalid configuration: {e}")
             return self._ask()
         return Running(trial, config.to_dict())
+
+    def _fail_half_asked(self, before: set[int], error: Exception) -> None:
+        """Optuna's ask creates the trial, then samples: a sampler that raises leaves a RUNNING
+        trial no process owns, which nothing could ever recover. Under the budget lock only this
+        process asks, so the RUNNING trials that appeared meanwhile are that one: FAIL them."""
+        reason = f"ask failed: {type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id not in before:
+                fail_trial(self.study, t._trial_id, reason)
 
     def _next_for(self, w: Worker) -> Running | None:
         """The trial `w` should take next: a waiting OOM retry, a pending trial of its group's

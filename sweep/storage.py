@@ -60,7 +60,28 @@ def sqlite_path(url: str) -> Path | None:
 MAX_STUDY_NAME = 512  # characters: the width of Optuna's study_name column
 
 
+def _secrets(url: str) -> list[str]:
+    """The password as written in `url` (user part and query), to scrub from drivers' messages."""
+    _, _, rest = url.partition("://")
+    rest, _, query = rest.partition("?")
+    found = re.findall(r"(?:^|&)(?:password|passwd|pwd)=([^&]*)", query, flags=re.IGNORECASE)
+    if "@" in rest:
+        userinfo = rest.rsplit("@", 1)[0]
+        if ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+    return [x for x in found if x]
+
+
+def _scrub(message: str, url: str) -> str:
+    for secret in _secrets(url):
+        message = message.replace(secret, "***")
+    return mask(message)
+
+
 def _parse(url: str):
+    userinfo = url.partition("://")[2].partition("?")[0].rpartition("@")[0]
+    if "@" in userinfo:
+        raise SweepError(f"storage '{mask(url)}': the user name or password holds a raw '@'; write it as %40")
     try:
         u = make_url(url)
         u.port  # noqa: B018 - a port that is not a number fails here, not later
@@ -110,7 +131,7 @@ def check_storage(url: str, *, create: bool) -> None:
             con.execute(sqlalchemy.text("SELECT 1"))
     except Exception as e:  # SQLAlchemy wraps connection failures in many types
         first = str(getattr(e, "orig", e) or type(e).__name__).strip().splitlines()[0]
-        raise SweepError(f"storage '{mask(url)}': cannot open ({mask(first)})") from None
+        raise SweepError(f"storage '{mask(url)}': cannot open ({_scrub(first, url)})") from None
     finally:
         engine.dispose()
 
@@ -164,7 +185,7 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
                                               grace_period=GRACE_S)
     except Exception as e:  # SQLAlchemy wraps connection failures in many types
         first = str(getattr(e, "orig", e) or type(e).__name__).strip().splitlines()[0]
-        raise SweepError(f"storage '{mask(url)}': cannot open ({mask(first)})") from None
+        raise SweepError(f"storage '{mask(url)}': cannot open ({_scrub(first, url)})") from None
 
 
 @contextlib.contextmanager

@@ -95,6 +95,10 @@ def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "
     _die_with_coordinator(conn)
     os.environ.clear()
     os.environ.update(env)  # before anything reads it: CUDA_VISIBLE_DEVICES, SWEEP_CACHE
+    # Fault injection for the test suite: SWEEP_FAULT_DIE_STARTING=FLAGFILE kills the first worker
+    # that starts (as the OOM killer would, while it loads the data), once (the flag file records it).
+    if env.get("SWEEP_FAULT_DIE_STARTING") and _first_claim(env["SWEEP_FAULT_DIE_STARTING"]):
+        os.kill(os.getpid(), signal.SIGKILL)
     import torch
 
     from data import load_dataset

@@ -22,7 +22,7 @@ def get_json(url: str, timeout: float = 10):
 
 
 def start_dashboard(url: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "dashboard", "--storage", url, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "sweep", "dashboard", "--storage", url, "--port", str(port)],
                             cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -86,14 +86,14 @@ def test_dashboard_bad_input(made_study, tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "sweep.cli", "dashboard", "--storage", url, "--port", str(port)],
+        r = subprocess.run([sys.executable, "-m", "sweep", "dashboard", "--storage", url, "--port", str(port)],
                            cwd=os.getcwd(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "in use" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     missing = tmp_path / "missing.db"
-    r = subprocess.run([sys.executable, "-m", "sweep.cli", "dashboard", "--storage", f"sqlite:///{missing}"],
+    r = subprocess.run([sys.executable, "-m", "sweep", "dashboard", "--storage", f"sqlite:///{missing}"],
                        cwd=os.getcwd(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no such file" in r.stderr and not missing.exists()
-    r = subprocess.run([sys.executable, "-m", "sweep.cli", "dashboard", "--storage", url, "--artifact-dir",
+    r = subprocess.run([sys.executable, "-m", "sweep", "dashboard", "--storage", url, "--artifact-dir",
                         str(tmp_path / "nope")], cwd=os.getcwd(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--artifact-dir" in r.stderr and "no such directory" in r.stderr
 
@@ -104,7 +104,7 @@ def test_dashboard_polling_while_a_sweep_writes_sqlite(tmp_path):
     study_file.write_text(TINY_STUDY)
     url = f"sqlite:///{tmp_path / 'live.db'}"
     n = 10
-    sweep = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--trials", str(n), "--study", str(study_file),
+    sweep = subprocess.Popen([sys.executable, "-m", "sweep", "run", "--trials", str(n), "--study", str(study_file),
                               "--storage", url], cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (tmp_path / "live.db").exists() and time.time() < deadline:

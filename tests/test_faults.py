@@ -24,7 +24,7 @@ FIN = (TrialState.COMPLETE, TrialState.PRUNED)
 def cli(*args, env=None, **kw) -> subprocess.Popen:
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "sweep.cli", *map(str, args)], cwd=os.getcwd(), env=e,
+    return subprocess.Popen([sys.executable, "-m", "sweep", *map(str, args)], cwd=os.getcwd(), env=e,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -204,7 +204,7 @@ def test_sqlite_takes_one_writer(tmp_path):
 BAD = [
     (["run", "--data", "synthetic", "--storage", "postgresql://postgres:hunter2@127.0.0.1:1/test"], "cannot open"),
     (["run", "--data", "synthetic", "--storage", "postgresql://nobody_here@127.0.0.1:5432/test"], "cannot open"),
-    (["run", "--data", "synthetic", "--storage", "redis://127.0.0.1/0"], "unsupported scheme"),
+    (["run", "--data", "synthetic", "--storage", "redis://127.0.0.1/0"], "unsupported database"),
     (["run", "--data", "synthetic", "--workers", "0"], "--workers must be at least 1"),
     (["run", "--data", "synthetic", "--per-gpu", "2"], "--per-gpu needs a GPU"),
     (["run", "--data", "synthetic", "--gpus", "0,1"], "--gpus needs CUDA"),

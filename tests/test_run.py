@@ -174,7 +174,7 @@ def test_unwritable_storage_and_unknown_scheme(tmp_path):
     r = sweep("run", "--trials", 1, "--data", "synthetic", "--storage", f"sqlite:///{tmp_path}/no/dir/x.db")
     assert r.exit_code == 2 and "does not exist" in r.output
     r = sweep("run", "--trials", 1, "--data", "synthetic", "--storage", "mongodb://u:secret@h/db")
-    assert r.exit_code == 2 and "unsupported scheme" in r.output and "secret" not in r.output
+    assert r.exit_code == 2 and "unsupported database" in r.output and "secret" not in r.output
 
 
 def test_fresh_clone_default_falls_back_to_quick_on_synthetic(tmp_path, monkeypatch):
@@ -207,7 +207,7 @@ def _start_slow_run(tmp_path, *args, running: int = 1, **popen):
     study_file = tmp_path / "slow.toml"
     study_file.write_text(SLOW_STUDY)
     url = db(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", "--study", str(study_file), "--storage", url,
+    proc = subprocess.Popen([sys.executable, "-m", "sweep", "run", "--study", str(study_file), "--storage", url,
                              *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).parents[1], **popen)
     deadline = time.time() + 120

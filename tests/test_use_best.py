@@ -130,7 +130,7 @@ epochs = 6
 """)
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert sweep("run", "--trials", 1, "--study", study_file, "--storage", url).exit_code == 0
-    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "confirm", "--seeds", "5", "--storage", url],
+    proc = subprocess.Popen([sys.executable, "-m", "sweep", "confirm", "--seeds", "5", "--storage", url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).parents[1], start_new_session=True)
     deadline, rec = time.time() + 120, None
