@@ -459,12 +459,15 @@ def confirm(
 @app.command(short_help="Emotion probabilities for images, from the best kept weights.")
 @friendly
 def predict(
-    images: Annotated[list[str], typer.Argument(metavar="IMAGE...", help="Image files (any size or colour; made 48x48 grayscale).")],
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE", hidden=True)],
     study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ):
-    """Emotion probabilities for images, with the weights of the study's best kept trial."""
+    """Emotion probabilities for images, with the weights of the study's best kept trial.
+
+    IMAGE: one or more image files, any size or colour (each is made 48x48 grayscale and
+    equalised, as in training)."""
     _import_torch()
     import json
 
