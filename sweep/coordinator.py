@@ -14,7 +14,6 @@ ones if this process dies.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -30,8 +29,9 @@ from .errors import SweepError
 from .locks import budget_lock
 from .pool import Pool, Running, Worker
 from .progress import Progress
-from .provenance import git_commit, host, versions_line
+from .provenance import host
 from .recovery import HEARTBEAT_S, fail_stale, fail_trial, requeue
+from .records import trial_record
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_CONSECUTIVE_FAILURES = 5  # trials failing in a row before the sweep gives up: something is broken
@@ -345,31 +345,7 @@ class Coordinator:
 
     def _finish(self, trial: optuna.Trial, result: dict, w: Worker) -> None:
         pruned = trial.number in self.pruned
-        attrs = {
-            "val_acc": result["val_acc"],
-            "best_val_acc": result["best_val_acc"],
-            "train_s": round(result["train_s"], 3),
-            "images_per_s": round(result["images_per_s"], 1),
-            "epochs_run": result["epochs_run"],
-            "stop_reason": "pruned" if pruned else result["stop_reason"],
-            "n_params": result["n_params"],
-            "device": result["device"],
-            "device_name": result["device_name"],
-            "precision": result["precision"],
-            "compile": self.compile,
-            "fused_k": result.get("fused_k", 1),
-            "data_name": self.study.user_attrs.get("data_name"),
-            "data_hash": self.study.user_attrs.get("data_hash"),
-            "versions": versions_line(),
-            "git_commit": git_commit(),
-            "val_confusion": json.dumps(result["val_confusion"]),
-            "call_s": round(result["call_s"], 3),
-        }
-        if "fused_group" in result:
-            attrs["fused_group"] = f"{self.run_id}.{result['fused_group']}"
-        if result["test_acc"] is not None:
-            attrs["test_acc"] = result["test_acc"]
-            attrs["test_confusion"] = json.dumps(result["test_confusion"])
+        attrs = trial_record(result, self.study.user_attrs, pruned=pruned, compile=self.compile, run_id=self.run_id)
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         complete = result["stop_reason"] != "diverged" and not pruned and math.isfinite(result["val_acc"])

@@ -160,3 +160,11 @@ def pg_url():
         c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
         c.execute(f"DROP DATABASE IF EXISTS {name}")
     admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request, tmp_path):
+    """The same test on a SQLite file and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'f.db'}"
+    return request.getfixturevalue("pg_url")

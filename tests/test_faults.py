@@ -66,11 +66,6 @@ def study_file(tmp_path, epochs="{ low = 1, high = 3 }", name="s"):
     return p
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'f.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 def test_three_workers_share_one_postgres_study(pg_url, tmp_path):

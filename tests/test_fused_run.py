@@ -8,7 +8,6 @@ import os
 import signal
 from collections import Counter
 
-import pytest
 from optuna.trial import TrialState
 
 from tests.test_faults import FIN, assert_exact_budget, cli, finish, load, wait_for
@@ -36,13 +35,6 @@ def fusable(tmp_path, epochs="{ low = 1, high = 3 }", name="fz"):
     p = tmp_path / f"{name}.toml"
     p.write_text(FUSABLE.format(epochs=epochs))
     return p
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'f.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 def test_fused_run_keeps_the_budget_and_each_trials_own_record(tmp_path):
