@@ -370,7 +370,10 @@ class Coordinator:
             return
         tmp = self.weights.temp_path(self.run_id, trial.number)
         self._reply(w, ("save", trial.number, tmp))
-        reply = w.conn.recv()
+        try:
+            reply = w.conn.recv()
+        except (EOFError, OSError):
+            return  # the worker died saving: the trial is told without weights
         if reply[0] == "saved" and reply[2] is not None:
             self.weights.upload(trial, value, tmp)
 

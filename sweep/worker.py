@@ -161,7 +161,7 @@ def _plain_loop(conn, dataset, compile: str, faults: _Faults) -> None:
 def _fused_loop(conn, dataset, compile: str, faults: _Faults) -> None:
     import torch
 
-    from model import FusedTrainer, TrainConfig, outcome
+    from model import FusedTrainer, TrainConfig, fuse_key, outcome
 
     jobs: deque = deque()  # (number, config, device) not yet in the group
     trainer: FusedTrainer | None = None
@@ -193,9 +193,12 @@ def _fused_loop(conn, dataset, compile: str, faults: _Faults) -> None:
         while conn.poll():
             if not handle(conn.recv()):
                 return
-        while jobs:  # joiners: a group forms around the first; the coordinator sends only matching ones
-            number, config, device = jobs.popleft()
+        while jobs:  # joiners: a group forms around the first; the coordinator sends matching ones
+            number, config, device = jobs[0]
             cfg = TrainConfig(**config)
+            if trainer is not None and len(trainer) and fuse_key(cfg) != trainer.key:
+                break  # (a member the coordinator dropped is still leaving): it joins the next group
+            jobs.popleft()
             try:
                 if trainer is None or not len(trainer):
                     groups += 1
