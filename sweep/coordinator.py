@@ -170,9 +170,13 @@ class Coordinator:
 
     # ---- the loop
 
-    def loop(self, pool: Pool, data_hash: str) -> None:
+    def loop(self, pool: Pool, data_hash: str, interrupt=None) -> None:
+        """Until the budget is met. `interrupt` (runner.InterruptOnce) raises KeyboardInterrupt
+        where the signal lands; should library code swallow it there, the loop raises it again."""
         self.pool = pool
         while True:
+            if interrupt is not None and interrupt.fired:
+                raise KeyboardInterrupt
             self._heartbeats()  # first: after a pause, our own trials must not look abandoned to us
             self._check_stale()
             for w in pool.workers:

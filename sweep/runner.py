@@ -158,12 +158,12 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
     weights = KeptWeights(study, artifact_dir, keep_top) if artifact_dir is not None and keep_top > 0 else None
     coordinator = Coordinator(study, spec, dists, seed, target, timeout_s, progress, compile, weights)
     coordinator.stopped_by = stopped_by
-    with InterruptOnce():
+    with InterruptOnce() as interrupt:
         pool = None
         clean = False
         try:
             pool = Pool(n_workers, slots, data_args, threads, compile, fused_k)
-            coordinator.loop(pool, data.content_hash)
+            coordinator.loop(pool, data.content_hash, interrupt)
             clean = True
         except KeyboardInterrupt:
             if pool is not None:
