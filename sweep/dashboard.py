@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import optuna
 
 from .errors import SweepError
 from .storage import open_storage
@@ -22,8 +21,8 @@ def check_port(host: str, port: int) -> None:
 
 def recorded_artifact_dir(storage) -> str | None:
     """The folder where `sweep run` kept the weights of this storage's studies, if it still exists."""
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        path = summary.user_attrs.get("artifact_dir")
+    for study in storage.get_all_studies():  # without their trials
+        path = study.user_attrs.get("artifact_dir")
         if isinstance(path, str) and Path(path).is_dir():
             return path
     return None

@@ -74,7 +74,7 @@ def study_attrs(spec: StudySpec, data: Dataset, seed: int) -> dict:
 def open_study(spec: StudySpec, data: Dataset, storage, name: str, seed: int) -> optuna.Study:
     """Create the study, or load it after checking it is the same experiment."""
     with budget_lock(storage, name):
-        existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+        existing = {s.study_name: s for s in storage.get_all_studies()}  # without their trials
         if name in existing:
             attrs = existing[name].user_attrs
             wanted = study_attrs(spec, data, seed)
