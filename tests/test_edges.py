@@ -228,7 +228,7 @@ def test_a_paused_worker_drops_its_taken_over_trial_and_goes_on(pg_url, tmp_path
     """A `sweep worker` stopped (SIGSTOP) for longer than the heartbeat grace has its trial failed
     as abandoned and queued again by the others; resumed, it says so in one line and goes on."""
     env = {"SWEEP_HEARTBEAT_S": "1", "SWEEP_GRACE_S": "3"}
-    f = study_file(tmp_path, epochs="{ low = 6, high = 6 }", name="late")
+    f = study_file(tmp_path, epochs="{ low = 20, high = 20 }", name="late")
     run = cli("run", "--trials", 6, "--study", f, "--name", "late", "--storage", pg_url, env=env)
     wait_for(lambda: "target_trials" in load(pg_url, "late").user_attrs)
     late = cli("worker", "--study", "late", "--storage", pg_url, env=env)

@@ -116,7 +116,7 @@ def test_budget_lock_is_taken_through_a_studys_cached_storage(pg_url):
 
 
 def test_kill_9_of_a_worker_mid_trial(url, tmp_path):
-    f = study_file(tmp_path, epochs="{ low = 8, high = 8 }", name="kw")
+    f = study_file(tmp_path, epochs="{ low = 30, high = 30 }", name="kw")
     run = cli("run", "--trials", 3, "--study", f, "--name", "kw", "--workers", 2, "--storage", url)
     victim = wait_for(lambda: next((t for t in load(url, "kw").trials
                                     if t.state == TrialState.RUNNING and t.intermediate_values), None))

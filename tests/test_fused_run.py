@@ -57,7 +57,7 @@ def test_fused_run_keeps_the_budget_and_each_trials_own_record(tmp_path):
 
 
 def test_kill_9_of_a_fused_worker_fails_and_requeues_every_member(url, tmp_path):
-    f = fusable(tmp_path, epochs="{ low = 8, high = 8 }", name="kf")
+    f = fusable(tmp_path, epochs="{ low = 20, high = 20 }", name="kf")
     run = cli("run", "--trials", 4, "--study", f, "--name", "kf", "--fuse", 3, "--storage", url)
 
     def group_running():
