@@ -224,7 +224,8 @@ class Coordinator:
         for w in self.pool.workers:
             if w.running and now - w.last_heartbeat >= HEARTBEAT_S:
                 for r in w.running.values():
-                    self.study._storage.record_heartbeat(r.trial._trial_id)
+                    if not r.dropped:
+                        self.study._storage.record_heartbeat(r.trial._trial_id)
                 w.last_heartbeat = now
         if self.pending and now - getattr(self, "pending_heartbeat", 0.0) >= HEARTBEAT_S:
             for r in self.pending:
@@ -251,13 +252,25 @@ class Coordinator:
             self._handle_trial(w, msg)
         except optuna.exceptions.UpdateFinishedTrialError:
             # This process was late (paused, swapped out, cut off from the database) and another one
-            # failed the trial as abandoned and queued it again: drop it here and go on.
-            w.running.pop(msg[1], None)
+            # failed the trial as abandoned and queued it again: drop it here and go on. The worker
+            # keeps its slot until it lets the trial go (its "done"), so no job crosses the answers.
+            if r is not None:
+                r.dropped = True
             if not self.replied and kind in ("epoch", "done"):  # the worker waits for an answer to these
-                w.conn.send("prune" if kind == "epoch" else ("nosave", msg[1]))
+                self._answer_dropped(w, msg)
             number = r.trial.number if r is not None else msg[1]
             print(f"sweep: trial {number} was taken over by another process while this one was late "
                   "(its heartbeat went stale); dropped here, it runs again elsewhere", file=sys.stderr)
+
+    def _answer_dropped(self, w: Worker, msg: tuple) -> None:
+        """Messages about a dropped trial: stop it, keep no weights, free the slot when it ends."""
+        kind = msg[0]
+        if kind == "epoch":
+            self._reply(w, "prune")
+            return
+        if kind == "done":
+            self._reply(w, ("nosave", msg[1]))
+        w.running.pop(msg[1], None)
 
     def _reply(self, w: Worker, answer) -> None:
         w.conn.send(answer)
@@ -269,6 +282,9 @@ class Coordinator:
             self._group_oom(w, msg[3])
             return
         r = w.running.get(msg[1]) if msg[1] is not None else None
+        if r is not None and r.dropped:
+            self._answer_dropped(w, msg)
+            return
         if r is None:
             if kind == "error" and msg[1] is None:
                 raise SweepError(msg[2])
@@ -307,7 +323,7 @@ class Coordinator:
         """Out of memory in a fused group: never a verdict on its hyperparameters. The worker's
         group size halves and its trials start again (same parameters and seed); at size 1 the
         plain rule holds: one retry alone on the GPU, then FAIL with reason oom."""
-        dropped = [w.running.pop(n) for n in numbers if n in w.running]
+        dropped = [r for r in (w.running.pop(n) for n in numbers if n in w.running) if not r.dropped]
         if w.capacity > 1:
             w.capacity = max(1, w.capacity // 2)
             for r in dropped:
@@ -339,6 +355,8 @@ class Coordinator:
         reason = f"worker died (exit code {code}, signal {-code})" if code is not None and code < 0 else \
             f"worker died (exit code {code})"
         for r in w.running.values():  # every member of a fused group fails and is queued again
+            if r.dropped:
+                continue  # another process failed and re-queued it already
             frozen = self.study._storage.get_trial(r.trial._trial_id)
             r.trial.set_user_attr("fail_reason", reason)
             self.study.tell(r.trial, state=TrialState.FAIL)

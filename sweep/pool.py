@@ -27,6 +27,7 @@ class Running:
     trial: optuna.Trial
     config: dict  # its TrainConfig, kept with the trial for retries on another worker
     epochs: int = 0
+    dropped: bool = False  # taken over by another process: answered "stop" until its worker lets go
 
 
 @dataclass
