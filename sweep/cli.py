@@ -184,7 +184,7 @@ def run(
               f"{d['split']} split: {d['n_train']} train / {d['n_val']} val / {d['n_test']} test] -> {mask(url)}")
     try:
         with sqlite_writer_lock(url):
-            st = open_storage(url, create=True)
+            st = open_storage(url, create=True, checked=True)  # checked above, before the data was read
             typer.echo(banner, err=True)
             summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
                                 timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,

@@ -165,10 +165,12 @@ def check_sqlite_file(url: str, path: Path) -> None:
                          "nothing was read or written")
 
 
-def open_storage(url: str, *, create: bool) -> optuna.storages.RDBStorage:
-    """An RDBStorage for `url`; `create=False` refuses a SQLite file that does not exist."""
+def open_storage(url: str, *, create: bool, checked: bool = False) -> optuna.storages.RDBStorage:
+    """An RDBStorage for `url`; `create=False` refuses a SQLite file that does not exist.
+    `checked`: the caller ran `check_storage` already (it reads the whole SQLite file once)."""
     url = normalize(url)
-    check_storage(url, create=create)
+    if not checked:
+        check_storage(url, create=create)
     u, backend = _parse(url)
     engine_kwargs: dict = {}
     if backend == "sqlite":
