@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import random
 import warnings
 
 import optuna
@@ -25,6 +26,8 @@ from .export import select
 from .results import StudyResults, load_results, param_value
 
 TOP_CURVES = 5  # complete trials whose per-epoch curves are drawn in colour
+MAX_LINES = 1_000  # parallel coordinates and pruned curves: more lines are only ink (and megabytes)
+KEEP_BEST = 100  # of a sample, the best trials always drawn
 FIG_HEIGHT = 420  # px
 
 CSS = """
@@ -70,6 +73,37 @@ def _note(title: str, text: str) -> str:
     return f'<div class="figure note"><b>{html.escape(title)}</b><br>{html.escape(text)}</div>'
 
 
+class _Trials(optuna.Study):
+    """An in-memory study whose trials are a list already read: Optuna's plots read a study's trials
+    several times over (the importance plot deep-copies them four times), which from the database
+    took seconds per read at 5,000 trials. Trials keep their numbers; nothing is copied."""
+
+    def __init__(self, name: str, trials: list):
+        storage = optuna.storages.InMemoryStorage()
+        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
+        super().__init__(study_name=name, storage=storage)
+        self._held = trials
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:
+        return [t for t in self._held if states is None or t.state in states]
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
+        return self.get_trials(deepcopy, states)
+
+    @property
+    def trials(self) -> list:
+        return self.get_trials()
+
+
+def _sample(res: StudyResults, n: int) -> list:
+    """Up to n complete trials: the best KEEP_BEST and the rest drawn at random (seeded: the same
+    report for the same study), by number."""
+    if len(res.complete) <= n:
+        return res.complete
+    rest = random.Random(0).sample(res.complete[KEEP_BEST:], n - KEEP_BEST)
+    return sorted(res.complete[:KEEP_BEST] + rest, key=lambda t: t.number)
+
+
 def _optuna_plot(figs: _Figures, fn, study: optuna.Study, title: str, wide: bool = False, **kw) -> str:
     try:
         with warnings.catch_warnings():
@@ -98,15 +132,22 @@ def _by_optimizer(figs: _Figures, res: StudyResults) -> str:
 
 def _curves(figs: _Figures, res: StudyResults) -> str:
     pruned = [t for t in res.trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    drawn = pruned if len(pruned) <= MAX_LINES else sorted(random.Random(0).sample(pruned, MAX_LINES),
+                                                             key=lambda t: t.number)
     top = min(TOP_CURVES, len(res.complete))
     title = "Val accuracy per epoch: " + (f"the top {top} complete trials" if top else "no complete trial yet") + \
-        (f" against {len(pruned)} pruned" if pruned else "")
+        (f" against {len(pruned):,} pruned" if pruned else "") + \
+        (f" ({len(drawn):,} of them drawn at random)" if len(drawn) < len(pruned) else "")
     fig = go.Figure()
-    for i, t in enumerate(pruned):
-        steps = sorted(t.intermediate_values)
-        fig.add_trace(go.Scatter(x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines",
-                                 line=dict(color="rgba(150,150,150,0.45)", width=1), name="pruned",
-                                 legendgroup="pruned", showlegend=i == 0, hovertext=f"trial {t.number} (pruned)"))
+    if drawn:  # one trace, lines split by gaps: a browser draws thousands of traces slowly
+        xs, ys, hover = [], [], []
+        for t in drawn:
+            steps = sorted(t.intermediate_values)
+            xs += [*steps, None]
+            ys += [*(t.intermediate_values[s] for s in steps), None]
+            hover += [f"trial {t.number} (pruned)"] * len(steps) + [None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="rgba(150,150,150,0.45)", width=1),
+                                 name="pruned", hovertext=hover, hoverinfo="text+x+y"))
     for t in res.complete[:TOP_CURVES]:
         steps = sorted(t.intermediate_values)
         fig.add_trace(go.Scatter(x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines+markers",
@@ -149,16 +190,21 @@ def _confusion(figs: _Figures, res: StudyResults, split: str) -> str:
     return figs.html(fig, f"{title}, trial {best.number}")
 
 
-def _study_section(figs: _Figures, study: optuna.Study, res: StudyResults) -> str:
+def _study_section(figs: _Figures, res: StudyResults) -> str:
     a = res.user_attrs
     meta = (f"{res.data_name} [{a.get('data_source', '?')}], {a.get('split', '?')} split: "
             f"{a.get('n_train', '?')} train / {a.get('n_val', '?')} val / {a.get('n_test', '?')} test. "
             f"Code {a.get('git_commit', '?')}; {a.get('versions', '')}.")
     vis = optuna.visualization
+    study = _Trials(res.name, res.trials)
+    sample = _sample(res, MAX_LINES)
+    parallel = "Parallel coordinates" + (
+        f" (the best {KEEP_BEST} and {len(sample) - KEEP_BEST:,} others at random, of {len(res.complete):,})"
+        if len(sample) < len(res.complete) else "")
     plots = [
         _optuna_plot(figs, vis.plot_optimization_history, study, "Optimization history"),
         _optuna_plot(figs, vis.plot_param_importances, study, "Parameter importances"),
-        _optuna_plot(figs, vis.plot_parallel_coordinate, study, "Parallel coordinates"),
+        _optuna_plot(figs, vis.plot_parallel_coordinate, _Trials(res.name, sample), parallel),
         _optuna_plot(figs, vis.plot_slice, study, "Slice plots", wide=True),
         _by_optimizer(figs, res),
         _curves(figs, res),
@@ -206,7 +252,7 @@ def build_report(studies: list[optuna.Study]) -> str:
     parts = []
     if len(studies) > 1:
         parts.append(_comparison(figs, results))
-    parts += [_study_section(figs, s, r) for s, r in zip(studies, results)]
+    parts += [_study_section(figs, r) for r in results]
     names = ", ".join(r.name for r in results)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>sweep report: {html.escape(names)}</title><style>{CSS}</style>"

@@ -9,6 +9,8 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from .trial_rows import read_trials
+
 
 @dataclass
 class StudyResults:
@@ -24,8 +26,14 @@ class StudyResults:
     user_attrs: dict
 
 
-def load_results(study: optuna.Study) -> StudyResults:
-    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+# The trial attributes that tables and reports show; the others (provenance, timings) stay unread.
+SHOWN_ATTRS = frozenset({"test_acc", "train_s", "device_name", "val_confusion", "test_confusion"})
+
+
+def load_results(study: optuna.Study, *, intermediate: bool = True) -> StudyResults:
+    """Trials come with the user attributes in SHOWN_ATTRS only, and without `intermediate` without
+    their per-epoch values (a table needs none)."""
+    trials = read_trials(study._storage, study._study_id, intermediate=intermediate, user_keys=SHOWN_ATTRS)
     definition = json.loads(study.user_attrs.get("definition", "{}") or "{}")
     order = list(definition.get("search", {}))
     seen = {k for t in trials for k in t.params}

