@@ -13,6 +13,7 @@ import typer
 from data import SYNTHETIC, DataError, find_fer2013, load_dataset
 
 from .errors import SweepError
+from .proxy import DEFAULT_CONNECTIONS, DEFAULT_PORT
 from .storage import DEFAULT_STORAGE, MAX_STUDY_NAME, check_storage, mask, normalize, open_storage
 from .study_file import StudySpec, load_study_file
 
@@ -20,7 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None)
 
 StorageOpt = Annotated[str, typer.Option("--storage", metavar="URL",
-                                         help="Optuna storage: sqlite:///FILE, a file path, or postgresql://USER@HOST/DB.")]
+                                         help="Optuna storage: sqlite:///FILE, a file path, postgresql://USER@HOST/DB, or grpc://HOST:PORT (a `sweep proxy`).")]
 StoredStudyOpt = Annotated[Optional[str], typer.Option("--study", metavar="NAME",
                                                        help="A study in the storage, as `sweep studies` lists it [default: the only one].")]
 DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N.")]
@@ -103,6 +104,13 @@ def friendly(fn):
         except (DatabaseError, sqlite3.DatabaseError) as e:
             first = str(getattr(e, "orig", e) or type(e).__name__).strip().splitlines()[0]
             _fail(f"the storage cannot be read: {mask(first)[:300]} (damaged, or not an Optuna storage)")
+        except Exception as e:
+            from .proxy import lost_proxy_line
+
+            line = lost_proxy_line(e)
+            if line is None:
+                raise
+            _fail(line)
     return wrapper
 
 
@@ -296,6 +304,25 @@ def best(
         typer.echo(line)
 
 
+@app.command(short_help="Serve a database to many workers through Optuna's gRPC storage proxy.")
+@friendly
+def proxy(
+    storage: StorageOpt = DEFAULT_STORAGE,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind. Anything but localhost lets the network read and write the studies: no password, no encryption; bind to the cluster's private network only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, metavar="PORT", help="TCP port.")] = DEFAULT_PORT,
+    connections: Annotated[int, typer.Option(min=4, max=1000, metavar="N", help="Database connections the proxy may hold at most, however many workers use it.")] = DEFAULT_CONNECTIONS,
+):
+    """Serve a storage to many workers: they pass --storage grpc://HOST:PORT and the database sees one
+    process. Keeps each study's budget exact, records the workers' heartbeats and re-queues the trials
+    of workers that died, as directly connected workers do."""
+    from .proxy import serve
+
+    try:
+        serve(storage, host, port, connections, lambda line: typer.echo(line, err=True))
+    except KeyboardInterrupt:
+        raise typer.Exit(0)
+
+
 @app.command(short_help="Serve optuna-dashboard on a storage, with the kept weights.")
 @friendly
 def dashboard(
@@ -342,7 +369,7 @@ def export(
 
     if format not in FORMATS:
         raise SweepError(f"unknown format '{format}' (choose from {', '.join(FORMATS)})")
-    res = load_results(pick_study(open_storage(storage, create=False), study))
+    res = load_results(pick_study(open_storage(storage, create=False), study), intermediate=False)
     _write(render(res, select(res, top, by), format, per_class), output)
 
 

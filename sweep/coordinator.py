@@ -28,9 +28,10 @@ from optuna.trial import TrialState
 from .errors import SweepError
 from .locks import budget_lock
 from .pool import Pool, Running, Worker
+from .proxy import budget_refused
 from .progress import Progress
 from .provenance import host
-from .recovery import HEARTBEAT_S, fail_stale, fail_trial, requeue
+from .recovery import HEARTBEAT_S, beat, fail_stale, fail_trial, requeue
 from .records import trial_record
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -62,6 +63,7 @@ class Coordinator:
         self.started = time.perf_counter()
         self.ran = 0
         self.consecutive_failures = 0
+        self.consecutive_takeovers = 0  # trials taken over by another process, none finished here since
         self.stopped_by = "budget"
         self.pending: list[Running] = []  # asked, waiting for a group with room (fused workers only)
         self.oom_waiting: dict[int | None, Running] = {}  # gpu -> trial to retry alone there
@@ -94,10 +96,12 @@ class Coordinator:
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
                     trial = self.study.ask(self.dists)
             except Exception as e:  # noqa: BLE001 - the sampler or the storage failed inside ask
+                if budget_refused(e):  # a storage proxy counted the budget taken: nothing was created
+                    return None
                 self._fail_half_asked(before, e)
                 raise SweepError(f"asking Optuna for a trial failed: {type(e).__name__}: "
                                  f"{str(e).splitlines()[0][:300] if str(e) else ''}") from None
-            self.study._storage.record_heartbeat(trial._trial_id)
+            beat(self.study._storage, trial._trial_id)
         self.ran += 1
         seed = trial.user_attrs.get("seed")
         if not isinstance(seed, int):
@@ -225,11 +229,11 @@ class Coordinator:
             if w.running and now - w.last_heartbeat >= HEARTBEAT_S:
                 for r in w.running.values():
                     if not r.dropped:
-                        self.study._storage.record_heartbeat(r.trial._trial_id)
+                        beat(self.study._storage, r.trial._trial_id)
                 w.last_heartbeat = now
         if self.pending and now - getattr(self, "pending_heartbeat", 0.0) >= HEARTBEAT_S:
             for r in self.pending:
-                self.study._storage.record_heartbeat(r.trial._trial_id)
+                beat(self.study._storage, r.trial._trial_id)
             self.pending_heartbeat = now
 
     def _check_stale(self) -> None:
@@ -261,6 +265,13 @@ class Coordinator:
             number = r.trial.number if r is not None else msg[1]
             print(f"sweep: trial {number} was taken over by another process while this one was late "
                   "(its heartbeat went stale); dropped here, it runs again elsewhere", file=sys.stderr)
+            self.consecutive_takeovers += 1
+            if self.consecutive_takeovers >= MAX_CONSECUTIVE_FAILURES:
+                # Late once is a pause; late every time is a setting: this process's heartbeats come
+                # less often than another process's grace period allows (SWEEP_HEARTBEAT_S, SWEEP_GRACE_S).
+                raise SweepError(f"{self.consecutive_takeovers} trials in a row were taken over as abandoned while "
+                                 f"this process ran them: its heartbeat (every {HEARTBEAT_S} s) comes later than "
+                                 "the other processes' grace period allows; stopping")
 
     def _answer_dropped(self, w: Worker, msg: tuple) -> None:
         """Messages about a dropped trial: stop it, keep no weights, free the slot when it ends."""
@@ -405,6 +416,7 @@ class Coordinator:
         else:
             self.study.tell(trial, state=state)
         self.consecutive_failures = 0
+        self.consecutive_takeovers = 0
         self._progress(trial.number, state, value, note)
 
     def _finish_fail(self, trial: optuna.Trial, reason: str) -> None:
@@ -418,9 +430,12 @@ class Coordinator:
     def fail_all_running(self, reason: str) -> None:
         """On Ctrl-C or an error: this run's RUNNING trials (pending ones too) become FAIL with the
         reason, never left RUNNING."""
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("run_id") == self.run_id:
-                fail_trial(self.study, t._trial_id, reason)
+        try:
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if t.user_attrs.get("run_id") == self.run_id:
+                    fail_trial(self.study, t._trial_id, reason)
+        except Exception:  # noqa: BLE001 - the storage is gone: the error on its way out says so, and
+            pass  # the trials' heartbeats stop, so the next process to look fails and re-queues them
 
     def _progress(self, number, state, value, note) -> None:
         if self.bar:

@@ -130,7 +130,7 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
 
     from model import COMPILE_MODES
 
-    cores = os.cpu_count() or 1
+    cores = _usable_cores()
     if workers is not None and workers < 1:
         raise SweepError("--workers must be at least 1")
     fused = parse_fuse(fuse)
@@ -161,6 +161,15 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
     # Workers split the cores: oversubscribed threads measured 26-44% slower here. auto: no
     # fusion off CUDA, where grouped convolutions measured slower than one trial after another.
     return n, [(dev, None)], max(1, cores // n), 1 if fused == "auto" else fused
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on: a batch scheduler (Slurm) or `taskset` often grants fewer
+    than the machine has, and a thread per machine core would then oversubscribe the granted ones."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def _mps() -> bool:

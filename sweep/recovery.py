@@ -20,6 +20,17 @@ from .provenance import host
 HEARTBEAT_S = int(os.environ.get("SWEEP_HEARTBEAT_S", 5))
 GRACE_S = int(os.environ.get("SWEEP_GRACE_S", 30))
 MAX_RETRIES = 2  # re-queues of a trial whose process died (same parameters and seed)
+# Optuna's gRPC proxy carries no heartbeats: through it, a heartbeat is this system attribute,
+# which `sweep proxy` records as a real heartbeat instead of storing it (sweep.proxy).
+HEARTBEAT_ATTR = "sweep:heartbeat"
+
+
+def beat(storage, trial_id: int) -> None:
+    """Record that a RUNNING trial's process is alive: directly in a database, via the proxy otherwise."""
+    if hasattr(storage, "record_heartbeat"):
+        storage.record_heartbeat(trial_id)
+    else:
+        storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, True)
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
@@ -69,9 +80,12 @@ def fail_stale(study: optuna.Study) -> list[int]:
     """Fail and re-queue RUNNING trials whose heartbeat is older than GRACE_S, with the reason.
 
     Optuna's own `fail_stale_trials` marks them FAIL first, after which no reason can be
-    attached: here the reason goes on while the trial is still RUNNING."""
+    attached: here the reason goes on while the trial is still RUNNING. Through a storage proxy the
+    proxy does this (only it sees the database's clock)."""
     storage = study._storage
     failed = []
+    if not hasattr(storage, "_get_stale_trial_ids"):
+        return failed
     for trial_id in storage._get_stale_trial_ids(study._study_id):
         t = storage.get_trial(trial_id)
         reason = (f"abandoned: no heartbeat for {GRACE_S} s (process {t.user_attrs.get('pid', '?')} on "

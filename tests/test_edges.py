@@ -229,7 +229,7 @@ def test_a_paused_worker_drops_its_taken_over_trial_and_goes_on(pg_url, tmp_path
     as abandoned and queued again by the others; resumed, it says so in one line and goes on."""
     env = {"SWEEP_HEARTBEAT_S": "1", "SWEEP_GRACE_S": "3"}
     f = study_file(tmp_path, epochs="{ low = 20, high = 20 }", name="late")
-    run = cli("run", "--trials", 6, "--study", f, "--name", "late", "--storage", pg_url, env=env)
+    run = cli("run", "--trials", 4, "--study", f, "--name", "late", "--storage", pg_url, env=env)
     wait_for(lambda: "target_trials" in load(pg_url, "late").user_attrs)
     late = cli("worker", "--study", "late", "--storage", pg_url, env=env)
     victim = wait_for(lambda: next((t for t in load(pg_url, "late").trials if t.state == TrialState.RUNNING
@@ -243,7 +243,7 @@ def test_a_paused_worker_drops_its_taken_over_trial_and_goes_on(pg_url, tmp_path
         code, _, err = finish(p)
         assert code == 0, err
     assert "taken over by another process" in err and "Traceback" not in err
-    trials = assert_exact_budget(pg_url, "late", 6)
+    trials = assert_exact_budget(pg_url, "late", 4)
     failed = trials[victim.number]
     assert "no heartbeat" in failed.user_attrs["fail_reason"]
     retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]

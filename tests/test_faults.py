@@ -21,7 +21,10 @@ from tests.conftest import TINY_STUDY
 FIN = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def cli(*args, env=None, **kw) -> subprocess.Popen:
+def cli(*args, env=None, core: int | None = None, **kw) -> subprocess.Popen:
+    """`sweep ARGS` as a process; with `core`, pinned to that core (as a batch scheduler pins a job)."""
+    if core is not None:
+        kw["preexec_fn"] = lambda: os.sched_setaffinity(0, {core})
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.Popen([sys.executable, "-m", "sweep", *map(str, args)], cwd=os.getcwd(), env=e,
@@ -70,7 +73,7 @@ def study_file(tmp_path, epochs="{ low = 1, high = 3 }", name="s"):
 
 def test_three_workers_share_one_postgres_study(pg_url, tmp_path):
     f = study_file(tmp_path)
-    n, name = 12, "three"
+    n, name = 8, "three"
     run = cli("run", "--trials", n, "--study", f, "--name", name, "--storage", pg_url)
     wait_for(lambda: "target_trials" in load(pg_url, name).user_attrs)
     joiners = [cli("worker", "--study", name, "--storage", pg_url) for _ in range(2)]
