@@ -32,7 +32,7 @@ from .proxy import budget_refused
 from .progress import Progress
 from .provenance import host
 from .recovery import HEARTBEAT_S, beat, fail_stale, fail_trial, requeue
-from .records import trial_record
+from .records import store_attrs, trial_record
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_CONSECUTIVE_FAILURES = 5  # trials failing in a row before the sweep gives up: something is broken
@@ -106,8 +106,7 @@ class Coordinator:
         seed = trial.user_attrs.get("seed")
         if not isinstance(seed, int):
             seed = trial_seed(self.seed, trial.number)
-        for k, v in {"run_id": self.run_id, "host": host(), "pid": os.getpid(), "seed": seed}.items():
-            trial.set_user_attr(k, v)
+        store_attrs(trial, {"run_id": self.run_id, "host": host(), "pid": os.getpid(), "seed": seed})
         try:
             config = self.spec.config_for(trial.params, seed)
         except ValueError as e:
@@ -163,10 +162,8 @@ class Coordinator:
     def _send(self, w: Worker, r: Running) -> None:
         r.epochs = 0
         w.running[r.trial.number] = r
-        r.trial.set_user_attr("worker", w.index)
-        r.trial.set_user_attr("worker_pid", w.proc.pid)
-        if w.gpu is not None:
-            r.trial.set_user_attr("gpu_index", w.gpu)
+        store_attrs(r.trial, {"worker": w.index, "worker_pid": w.proc.pid,
+                              **({"gpu_index": w.gpu} if w.gpu is not None else {})})
         try:
             w.conn.send(("train", r.trial.number, r.config, w.device))
         except (OSError, ValueError):
@@ -378,9 +375,8 @@ class Coordinator:
 
     def _finish(self, trial: optuna.Trial, result: dict, w: Worker) -> None:
         pruned = trial.number in self.pruned
-        attrs = trial_record(result, self.study.user_attrs, pruned=pruned, compile=self.compile, run_id=self.run_id)
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
+        store_attrs(trial, trial_record(result, self.study.user_attrs, pruned=pruned, compile=self.compile,
+                                        run_id=self.run_id))
         complete = result["stop_reason"] != "diverged" and not pruned and math.isfinite(result["val_acc"])
         self._weights(w, trial, result["val_acc"] if complete else None)
         if result["stop_reason"] == "diverged":

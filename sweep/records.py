@@ -39,3 +39,15 @@ def trial_record(result: dict, study_attrs: dict, *, pruned: bool, compile: str,
         attrs["test_acc"] = result["test_acc"]
         attrs["test_confusion"] = json.dumps(result["test_confusion"])
     return attrs
+
+
+def store_attrs(trial, attrs: dict) -> None:
+    """Set a running trial's user attributes: in one transaction where the storage can (sweep's
+    own database storage), one by one otherwise (through a storage proxy)."""
+    backend = getattr(trial.storage, "_backend", trial.storage)
+    if hasattr(backend, "set_trial_user_attrs"):
+        backend.set_trial_user_attrs(trial._trial_id, attrs)
+        trial._cached_frozen_trial.user_attrs.update(attrs)  # as Trial.set_user_attr keeps it
+    else:
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)

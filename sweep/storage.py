@@ -198,6 +198,16 @@ class Storage(optuna.storages.RDBStorage):
     object per row: the same trials, about 5x faster at 5,000 trials, for every reader (the study
     loop, the dashboard, the gRPC proxy, export)."""
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict) -> None:
+        """Several user attributes of a running trial in one transaction: one commit instead of one
+        per key (a finished trial records ~20; each commit waits for PostgreSQL to sync its log)."""
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            for key, value in attrs.items():
+                self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+
     def _get_trials(self, study_id, states, included_trial_ids, trial_id_greater_than):
         from .trial_rows import query_trials
 

@@ -235,3 +235,45 @@ def test_a_proxy_in_front_of_sqlite_is_its_one_writer(tmp_path):
         stop(proxy)
     assert_exact_budget(f"sqlite:///{db}", "lite", 4)
     assert sys.executable  # the run above used this interpreter's sweep
+
+
+def test_heartbeats_through_the_proxy_and_its_reaper(fresh_pg):
+    """A worker behind the proxy beats through it (a real heartbeat row, nothing stored as an
+    attribute); when the beats stop, the proxy itself fails the trial with its reason and queues it
+    again, with no worker connected to the database."""
+    import sqlalchemy
+
+    from sweep.recovery import HEARTBEAT_ATTR, beat
+    from sweep.storage import open_storage
+
+    db_url, _ = fresh_pg
+    port = free_port()
+    proxy = start_proxy(db_url, port, env={"SWEEP_HEARTBEAT_S": "1", "SWEEP_GRACE_S": "2"})
+    try:
+        client = open_storage(f"grpc://127.0.0.1:{port}", create=False)
+        study = optuna.create_study(study_name="beats", storage=client, direction="maximize")
+        study.set_user_attr("target_trials", 5)
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)})
+        for k, v in {"seed": 11, "host": "elsewhere", "pid": 1}.items():
+            trial.set_user_attr(k, v)
+        for _ in range(4):  # beating: the trial stays RUNNING past the grace period
+            beat(client, trial._trial_id)
+            time.sleep(0.8)
+        engine = sqlalchemy.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as con:
+            rows = con.execute(sqlalchemy.text("SELECT count(*) FROM trial_heartbeats WHERE trial_id = :t"),
+                               {"t": trial._trial_id}).scalar()
+        engine.dispose()
+        direct = optuna.load_study(study_name="beats", storage=db_url)
+        assert rows == 1 and direct.trials[0].state == TrialState.RUNNING
+        assert HEARTBEAT_ATTR not in direct.trials[0].system_attrs
+        # the beats stop (the worker died elsewhere): the proxy fails it and queues it again
+        wait_for(lambda: optuna.load_study(study_name="beats", storage=db_url).trials[0].state == TrialState.FAIL,
+                 timeout=30)
+        trials = optuna.load_study(study_name="beats", storage=db_url).trials
+        assert "no heartbeat" in trials[0].user_attrs["fail_reason"]
+        retry = [t for t in trials if t.state == TrialState.WAITING]
+        assert len(retry) == 1 and retry[0].user_attrs["retry_of"] == 0 and retry[0].user_attrs["seed"] == 11
+    finally:
+        err = stop(proxy)
+    assert "trial 0 abandoned (no heartbeat); queued again" in err and "Traceback" not in err, err

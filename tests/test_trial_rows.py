@@ -4,6 +4,7 @@ import math
 import re
 
 import optuna
+import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -98,3 +99,20 @@ def test_report_of_a_big_study_samples_lines_and_keeps_the_best(tmp_path, monkey
     assert len(re.findall(r'"name":"pruned"', curves)) == 1 and curves.count("(pruned)") == 30 * 2
     # every trial still counts in the history: 120 trial numbers reach the page
     assert "Optimization history" in page and "119" in page
+
+
+def test_a_trials_attributes_are_written_in_one_go_and_never_to_a_finished_trial(url):
+    from sweep.records import store_attrs
+
+    storage = open_storage(url, create=True)
+    study = optuna.create_study(study_name="attrs", storage=storage, direction="maximize")
+    trial = study.ask()
+    trial.set_user_attr("seed", 1)
+    store_attrs(trial, {"seed": 2, "host": "h", "confusion": [[1, 2], [3, 4]], "x": None})
+    stored = storage.get_trial(trial._trial_id).user_attrs
+    assert stored == {"seed": 2, "host": "h", "confusion": [[1, 2], [3, 4]], "x": None} == trial.user_attrs
+    study.tell(trial, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # how a late process learns it was taken over
+        store_attrs(trial, {"late": True, "seed": 3})
+    assert storage.get_trial(trial._trial_id).user_attrs == stored  # nothing of the refused write landed
+    storage.engine.dispose()
