@@ -138,19 +138,25 @@ def free_port() -> int:
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-@pytest.fixture(scope="session")
-def pg_url():
-    """A fresh PostgreSQL database for this test run, dropped at the end."""
+def pg_admin():
+    """An autocommit connection to the server's `test` database; the test is skipped without a
+    server (failed in CI, where one must be)."""
     try:
         import psycopg
     except ImportError:
         pytest.skip("psycopg is not installed (pip install -e '.[test]')")
     try:
-        admin = psycopg.connect(PG_ADMIN, connect_timeout=5, autocommit=True)
+        return psycopg.connect(PG_ADMIN, connect_timeout=5, autocommit=True)
     except psycopg.OperationalError as e:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required in CI: {e}")
         pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({e})")
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A fresh PostgreSQL database for this test run, dropped at the end."""
+    admin = pg_admin()
     name = f"sweep_test_{os.getpid()}"
     with admin.cursor() as c:
         c.execute(f"DROP DATABASE IF EXISTS {name}")

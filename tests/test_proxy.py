@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import PG_ADMIN, free_port
+from tests.conftest import free_port, pg_admin
 from tests.test_faults import assert_exact_budget, cli, finish, load, study_file, wait_for
 
 pytest.importorskip("grpc", reason="the proxy extra is not installed (pip install -e '.[test]')")
@@ -27,13 +27,7 @@ pytest.importorskip("grpc", reason="the proxy extra is not installed (pip instal
 @pytest.fixture
 def fresh_pg():
     """A PostgreSQL database of this test's own: its connections are counted, nobody else's."""
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN, connect_timeout=5, autocommit=True)
-    except psycopg.OperationalError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required in CI: {e}")
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 ({e})")
+    admin = pg_admin()
     name = f"sweep_proxy_{uuid.uuid4().hex[:10]}"
     admin.execute(f"CREATE DATABASE {name}")
 
