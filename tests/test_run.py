@@ -81,6 +81,27 @@ def test_budget_is_the_studys_and_resume_runs_only_the_remainder(tmp_path, tiny_
     assert len(finished(optuna.load_study(study_name="tiny", storage=db(tmp_path)))) == 5
 
 
+def test_nothing_to_train_starts_no_worker_process(tmp_path, tiny_study, monkeypatch):
+    """A study that holds its budget, joined or run again, and a set-up run (--timeout 0) start no
+    worker process: each would import torch and load the data for nothing."""
+    args = ["--study", tiny_study, "--storage", db(tmp_path), "--device", "cpu"]
+    assert sweep("run", "--trials", 2, *args).exit_code == 0
+
+    from sweep import runner as runner_module
+
+    def no_pool(*a, **kw):
+        raise AssertionError("a worker pool was started")
+
+    monkeypatch.setattr(runner_module, "Pool", no_pool)
+    r = sweep("run", "--trials", 2, *args)
+    assert r.exit_code == 0 and "2/2 finished" in r.output
+    r = sweep("worker", "--study", "tiny", "--storage", db(tmp_path))
+    assert r.exit_code == 0 and "this worker ran 0" in r.output
+    r = sweep("run", "--trials", 4, *args, "--timeout", 0)
+    assert r.exit_code == 0 and "2/4 finished (stopped by --timeout)" in r.output
+    assert optuna.load_study(study_name="tiny", storage=db(tmp_path)).user_attrs["target_trials"] == 4
+
+
 def test_studies_and_best_commands(tmp_path, tiny_study):
     sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--name", "alpha")
     r = sweep("studies", "--storage", db(tmp_path))

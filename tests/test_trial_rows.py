@@ -56,6 +56,10 @@ def test_read_trials_equals_optunas_reader(url):
     assert [t.number for t in slim] == [t.number for t in expected]
     assert all(t.intermediate_values == {} and set(t.user_attrs) <= {"train_s"} for t in slim)
     assert [t.params for t in slim] == [t.params for t in expected]
+    empty = optuna.create_study(study_name="empty", storage=storage)
+    assert read_trials(storage, empty._study_id) == []
+    with pytest.raises(KeyError):  # as Optuna's own reader: a study that is not there
+        read_trials(storage, 10_000)
     storage.engine.dispose()
 
 
