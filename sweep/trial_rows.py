@@ -17,6 +17,11 @@ from optuna import distributions as dist_mod
 from optuna.trial import FrozenTrial
 
 
+# Reads of a few trials (the ones that changed, as a cached storage asks for) name them; larger
+# ones select by study (an IN list of thousands costs more than it saves, and SQLite caps it).
+MAX_LISTED_IDS = 500
+
+
 def _engine(storage):
     return getattr(getattr(storage, "_backend", storage), "engine", None)
 
@@ -64,7 +69,11 @@ def query_trials(engine, study_id: int, *, states=None, included_trial_ids=(), t
     elif trial_id_greater_than > -1:
         where.append(trials_t.c.trial_id > trial_id_greater_than)
 
+    ids: list[int] = []
+
     def of_trials(table):  # a child table's rows for the selected trials
+        if len(ids) <= MAX_LISTED_IDS:  # by index: a join would make PostgreSQL scan the whole child table
+            return sa.select(*table.c).where(table.c.trial_id.in_(ids))
         return sa.select(*table.c).join(trials_t, table.c.trial_id == trials_t.c.trial_id).where(*where)
 
     with engine.connect() as con:
@@ -74,6 +83,7 @@ def query_trials(engine, study_id: int, *, states=None, included_trial_ids=(), t
             if con.execute(sa.select(studies_t.c.study_id).where(studies_t.c.study_id == study_id)).first() is None:
                 raise KeyError(f"no study with id {study_id}")  # as Optuna's reader says it
             return []
+        ids = [h.trial_id for h in heads]
         params = defaultdict(list)
         for r in con.execute(of_trials(params_t).order_by(params_t.c.param_id)):
             params[r.trial_id].append(r)

@@ -34,11 +34,16 @@ def _every_kind_of_trial(study: optuna.Study) -> None:
     study.enqueue_trial({"lr": 0.01})  # a WAITING trial
 
 
-def test_read_trials_equals_optunas_reader(url):
+@pytest.mark.parametrize("listed", [500, 3], ids=["by-ids", "by-study"])
+def test_read_trials_equals_optunas_reader(url, listed, monkeypatch):
+    """Both ways of selecting the rows: naming the trials (a few) and by study (many)."""
+    import sweep.trial_rows
+
+    monkeypatch.setattr(sweep.trial_rows, "MAX_LISTED_IDS", listed)
     storage = open_storage(url, create=True)
-    study = optuna.create_study(study_name="rows", storage=storage, direction="maximize")
+    study = optuna.create_study(study_name=f"rows{listed}", storage=storage, direction="maximize")
     _every_kind_of_trial(study)
-    other = optuna.create_study(study_name="other", storage=storage)  # another study's trials stay out
+    other = optuna.create_study(study_name=f"other{listed}", storage=storage)  # another study's trials stay out
     other.add_trial(create_trial(value=1.0, params={"lr": 0.01}, distributions={"lr": DISTS["lr"]}))
 
     expected = sorted(storage.get_all_trials(study._study_id, deepcopy=False), key=lambda t: t.number)
@@ -56,7 +61,7 @@ def test_read_trials_equals_optunas_reader(url):
     assert [t.number for t in slim] == [t.number for t in expected]
     assert all(t.intermediate_values == {} and set(t.user_attrs) <= {"train_s"} for t in slim)
     assert [t.params for t in slim] == [t.params for t in expected]
-    empty = optuna.create_study(study_name="empty", storage=storage)
+    empty = optuna.create_study(study_name=f"empty{listed}", storage=storage)
     assert read_trials(storage, empty._study_id) == []
     with pytest.raises(KeyError):  # as Optuna's own reader: a study that is not there
         read_trials(storage, 10_000)
