@@ -83,7 +83,8 @@ def one_way(way: str, workers: int, trials: int, connections: int, pg_admin: str
             raise SystemExit(f"benchmarks.crowd: setting up the study failed: {setup.stderr.read()[-300:]}")
         cores = sorted(os.sched_getaffinity(0))
         t0 = time.perf_counter()
-        procs = [_sweep(["worker", "--study", "crowd", "--storage", url, "--workers", 1], d, core=cores[i % len(cores)])
+        procs = [_sweep(["worker", "--study", "crowd", "--storage", url, "--workers", 1, "--device", "cpu"], d,
+                        core=cores[i % len(cores)])
                  for i in range(workers)]
         peak = 0
         while any(p.poll() is None for p in procs):

@@ -4,7 +4,7 @@ Only `model.config` (the hyperparameters) is loaded with the package; everything
 and is imported on first use, so that commands that train nothing start without torch.
 """
 
-from .config import DEFAULTS, FUSE_KEYS, HYPERPARAMETERS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
+from .config import COMPILE_MODES, DEFAULTS, FUSE_KEYS, HYPERPARAMETERS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
 from .metrics import accuracy_by_class
 
 _LAZY = {
@@ -13,7 +13,7 @@ _LAZY = {
     "fused_net": ("FusedFERNet",),
     "fused_optim": ("FusedOptimizer",),
     "fused_train": ("FusedTrainer", "fuse_key", "outcome", "train_fused"),
-    "training": ("COMPILE_MODES", "TrainResult", "check_compile", "evaluate", "make_lr_schedule", "train"),
+    "training": ("TrainResult", "check_compile", "evaluate", "make_lr_schedule", "train"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -26,5 +26,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'model' has no attribute '{name}'")
 
 
-__all__ = ["DEFAULTS", "FUSE_KEYS", "HYPERPARAMETERS", "LR_SCHEDULES", "OPTIMIZERS", "PRECISIONS", "TrainConfig",
+__all__ = ["COMPILE_MODES", "DEFAULTS", "FUSE_KEYS", "HYPERPARAMETERS", "LR_SCHEDULES", "OPTIMIZERS", "PRECISIONS", "TrainConfig",
            "accuracy_by_class", *_WHERE]

@@ -66,3 +66,8 @@ class TrainConfig:
 
 HYPERPARAMETERS = {f.name: f.type for f in fields(TrainConfig)}
 DEFAULTS = TrainConfig()
+
+# Engine option, not a hyperparameter: off | on (torch.compile; one compile per process, reused by
+# every later run of the same shapes) | cudagraphs (torch.compile's reduce-overhead mode, CUDA only:
+# replays each step as one CUDA graph, which pays where small batches leave the GPU launch-bound).
+COMPILE_MODES = ("off", "on", "cudagraphs")

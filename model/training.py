@@ -18,15 +18,11 @@ from torch import nn
 
 from data import Dataset, N_CLASSES, augment, to_float
 
-from .config import TrainConfig
+from .config import COMPILE_MODES, TrainConfig
 from .device import device_name, resolve_device, use_bf16
 from .net import FERNet, count_params
 
 EVAL_BATCH = 512  # images per evaluation step: large for speed, small enough for CPU memory
-# Engine option, not a hyperparameter: off | on (torch.compile; one compile per process, reused by
-# every later run of the same shapes) | cudagraphs (torch.compile's reduce-overhead mode, CUDA only:
-# replays each step as one CUDA graph, which pays where small batches leave the GPU launch-bound).
-COMPILE_MODES = ("off", "on", "cudagraphs")
 
 OnEpoch = Callable[[dict], bool]  # gets the epoch's record; returns True to stop training
 

@@ -244,7 +244,8 @@ def worker(
     fuse: FuseOpt = "off",
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
-    _import_torch()
+    if device != "cpu":  # (on the CPU this process trains nothing itself: its workers import torch)
+        _import_torch()
     from .locks import sqlite_writer_lock
     from .runner import Interrupted, plan_workers, run_sweep
     from .stored import pick_study, spec_and_data

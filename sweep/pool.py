@@ -126,15 +126,14 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
                  compile: str = "off", fuse: str = "off") -> tuple[int, list[tuple[str, int | None]], int, int]:
     """(number of workers, [(device, gpu index)] they cycle through, torch threads per worker,
     trials fused per worker)."""
-    import torch
-
     from model import COMPILE_MODES
 
     cores = _usable_cores()
     if workers is not None and workers < 1:
         raise SweepError("--workers must be at least 1")
     fused = parse_fuse(fuse)
-    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    # torch only where CUDA must be asked about: a coordinator on the CPU trains nothing itself
+    on_cuda = device.startswith("cuda") or (device == "auto" and _cuda_available())
     if per_gpu is not None and not on_cuda:
         raise SweepError("--per-gpu needs a GPU (CUDA is not available here, or --device is not cuda)")
     if gpus is not None and not on_cuda:
@@ -144,6 +143,8 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
     if compile == "cudagraphs" and not on_cuda:
         raise SweepError("--compile cudagraphs needs CUDA (CUDA is not available here, or --device is not cuda)")
     if on_cuda:
+        import torch
+
         count = torch.cuda.device_count()
         if gpus is None:
             gpus = [int(device.split(":")[1])] if ":" in device else list(range(count))
@@ -161,6 +162,12 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
     # Workers split the cores: oversubscribed threads measured 26-44% slower here. auto: no
     # fusion off CUDA, where grouped convolutions measured slower than one trial after another.
     return n, [(dev, None)], max(1, cores // n), 1 if fused == "auto" else fused
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _usable_cores() -> int:

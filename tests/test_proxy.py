@@ -125,7 +125,8 @@ def test_twenty_workers_through_the_proxy(fresh_pg, tmp_path):
         assert code == 0, err
         # each pinned to one core, as a scheduler grants a job its cores: one torch thread each
         cores = sorted(os.sched_getaffinity(0))
-        workers = [cli("worker", "--study", name, "--storage", grpc_url, "--workers", 1, core=cores[i % len(cores)])
+        workers = [cli("worker", "--study", name, "--storage", grpc_url, "--workers", 1, "--device", "cpu",
+                       core=cores[i % len(cores)])
                    for i in range(n_workers)]
         peak, seen = 0, 0
         while any(w.poll() is None for w in workers):
@@ -155,7 +156,7 @@ def test_kill_9_of_the_proxy_loses_nothing_and_a_restart_finishes(fresh_pg, tmp_
     f = study_file(tmp_path, epochs="{ low = 6, high = 8 }")
     code, _, err = finish(cli("run", "--trials", n, "--study", f, "--name", name, "--storage", grpc_url, "--timeout", 0))
     assert code == 0, err
-    workers = [cli("worker", "--study", name, "--storage", grpc_url, "--workers", 1, env=quick) for _ in range(2)]
+    workers = [cli("worker", "--study", name, "--storage", grpc_url, "--workers", 1, "--device", "cpu", env=quick) for _ in range(2)]
     wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values for t in load(db_url, name).trials),
              timeout=180)
     before = {t.number: (t.state, t.value, t.params) for t in load(db_url, name).trials
@@ -173,7 +174,7 @@ def test_kill_9_of_the_proxy_loses_nothing_and_a_restart_finishes(fresh_pg, tmp_
 
     proxy = start_proxy(db_url, port, env=quick)  # the same port: its old connections do not hold it
     try:
-        again = [cli("worker", "--study", name, "--storage", grpc_url, "--workers", 1, env=quick)]
+        again = [cli("worker", "--study", name, "--storage", grpc_url, "--workers", 1, "--device", "cpu", env=quick)]
         for w in again:
             code, _, err = finish(w)
             assert code == 0, err
