@@ -158,10 +158,10 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
     weights = KeptWeights(study, artifact_dir, keep_top) if artifact_dir is not None and keep_top > 0 else None
     coordinator = Coordinator(study, spec, dists, seed, target, timeout_s, progress, compile, weights)
     coordinator.stopped_by = stopped_by
-    if count_finished(study) >= target or timeout_s == 0:
+    if already >= target or timeout_s == 0:
         # Nothing to train here (the budget is met, or the run only sets the study up): no worker
         # processes to start, which costs seconds per process (each imports torch and loads the data).
-        if timeout_s == 0 and count_finished(study) < target:
+        if already < target:
             coordinator.stopped_by = "timeout"
         if coordinator.bar:
             coordinator.bar.close()
