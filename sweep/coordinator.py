@@ -72,6 +72,7 @@ class Coordinator:
         self.last_stale_check = 0.0
         self.start_deaths = 0  # workers that died in a row before they were ready
         self.replied = False  # whether the worker's message being handled has had its answer
+        self.held = contextlib.nullcontext  # a step a Ctrl-C must not split (runner.InterruptOnce.held)
         self.bar = Progress(target, count_finished(study), self._best()[0]) if progress else None
 
     # ---- asking
@@ -84,6 +85,19 @@ class Coordinator:
 
     def _ask(self) -> Running | None:
         """A new trial if the study's budget allows one, counting every process's running trials."""
+        with self.held():  # once created, the trial is marked as this run's before a Ctrl-C lands
+            asked = self._ask_marked()
+        if asked is None:
+            return None
+        trial, seed = asked
+        try:
+            config = self.spec.config_for(trial.params, seed)
+        except ValueError as e:
+            self._finish_fail(trial, f"invalid configuration: {e}")
+            return self._ask()
+        return Running(trial, config.to_dict())
+
+    def _ask_marked(self) -> tuple[optuna.Trial, int] | None:
         with budget_lock(self.study._storage, self.study.study_name):
             self.target = int(self.study.user_attrs.get("target_trials", self.target))
             trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -107,12 +121,7 @@ class Coordinator:
         if not isinstance(seed, int):
             seed = trial_seed(self.seed, trial.number)
         store_attrs(trial, {"run_id": self.run_id, "host": host(), "pid": os.getpid(), "seed": seed})
-        try:
-            config = self.spec.config_for(trial.params, seed)
-        except ValueError as e:
-            self._finish_fail(trial, f"invalid configuration: {e}")
-            return self._ask()
-        return Running(trial, config.to_dict())
+        return trial, seed
 
     def _fail_half_asked(self, before: set[int], error: Exception) -> None:
         """Optuna's ask creates the trial, then samples: a sampler that raises leaves a RUNNING
@@ -175,6 +184,8 @@ class Coordinator:
         """Until the budget is met. `interrupt` (runner.InterruptOnce) raises KeyboardInterrupt
         where the signal lands; should library code swallow it there, the loop raises it again."""
         self.pool = pool
+        if interrupt is not None:
+            self.held = interrupt.held
         while True:
             if interrupt is not None and interrupt.fired:
                 raise KeyboardInterrupt
@@ -215,9 +226,10 @@ class Coordinator:
     def _drop_pending(self, reason: str) -> None:
         """Pending trials that will not start now: failed and queued again for the next run."""
         for r in self.pending:
-            frozen = self.study._storage.get_trial(r.trial._trial_id)
-            if fail_trial(self.study, r.trial._trial_id, reason):
-                requeue(self.study, frozen, reason)
+            with self.held():
+                frozen = self.study._storage.get_trial(r.trial._trial_id)
+                if fail_trial(self.study, r.trial._trial_id, reason):
+                    requeue(self.study, frozen, reason)
         self.pending = []
 
     def _heartbeats(self) -> None:
@@ -365,10 +377,11 @@ class Coordinator:
         for r in w.running.values():  # every member of a fused group fails and is queued again
             if r.dropped:
                 continue  # another process failed and re-queued it already
-            frozen = self.study._storage.get_trial(r.trial._trial_id)
-            r.trial.set_user_attr("fail_reason", reason)
-            self.study.tell(r.trial, state=TrialState.FAIL)
-            requeue(self.study, frozen, reason)
+            with self.held():  # failed and queued again, or neither: a Ctrl-C must not lose the retry
+                frozen = self.study._storage.get_trial(r.trial._trial_id)
+                r.trial.set_user_attr("fail_reason", reason)
+                self.study.tell(r.trial, state=TrialState.FAIL)
+                requeue(self.study, frozen, reason)
             self._progress(r.trial.number, TrialState.FAIL, None, reason)
 
     # ---- telling

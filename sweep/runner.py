@@ -15,6 +15,7 @@ counts as a failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from dataclasses import dataclass
@@ -101,16 +102,32 @@ class InterruptOnce:
     `timeout` sends two SIGTERMs at once (to the run, then to its process group): on a GPU machine
     the second one left trials RUNNING. On leaving, the previous handlers come back; once
     interrupted, both signals stay ignored instead until the process ends (Python drops its own
-    handlers while it shuts down, and a late SIGTERM would then kill it)."""
+    handlers while it shuts down, and a late SIGTERM would then kill it).
+
+    `with interrupt.held():` makes a step whole: a signal landing inside it is raised when the step
+    ends. Asking for a trial is one: Optuna creates the RUNNING trial, then the coordinator marks it
+    as its own, and a Ctrl-C between the two left a trial RUNNING that no clean-up knew was its."""
 
     def __enter__(self):
         self.fired = False
+        self.holding = 0
         self.previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __call__(self, signum, frame):
         if not self.fired:
             self.fired = True
+            if not self.holding:
+                raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def held(self):
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
+        if self.fired and not self.holding:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:

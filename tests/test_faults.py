@@ -298,3 +298,37 @@ def test_every_process_a_run_started_ends_with_it(tmp_path, ending):
     while _group_members(run.pid) and time.time() < deadline:
         time.sleep(0.2)
     assert _group_members(run.pid) == [], f"still running {3 - (deadline - time.time()):.1f} s after the run ended"
+
+
+def test_ctrl_c_inside_optunas_ask_leaves_no_trial_unowned(tmp_path):
+    """Optuna's ask creates the RUNNING trial, then samples; the coordinator marks it as its run's
+    after that. A Ctrl-C between the two once left a trial RUNNING that the clean-up did not know
+    was its own. Here the signal lands inside the sampler, the narrowest point of that window."""
+    from sweep.coordinator import Coordinator
+    from sweep.runner import InterruptOnce
+    from sweep.sampling import distributions
+    from sweep.study_file import load_study_file
+
+    (tmp_path / "s.toml").write_text(TINY_STUDY)
+    spec = load_study_file(str(tmp_path / "s.toml"))
+
+    class SignalInside(optuna.samplers.RandomSampler):
+        def sample_independent(self, *args):
+            os.kill(os.getpid(), signal.SIGINT)  # delivered here, in the main thread, mid-ask
+            return super().sample_independent(*args)
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}", study_name="a",
+                                direction="maximize", sampler=SignalInside(seed=0))
+    coordinator = Coordinator(study, spec, distributions(spec), 3, 5, None, progress=False)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(KeyboardInterrupt), InterruptOnce() as interrupt:
+            coordinator.held = interrupt.held
+            coordinator._ask()
+    finally:  # once fired it ignores both signals for good, as a process that ends should; this one goes on
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial.state == TrialState.RUNNING and trial.user_attrs["run_id"] == coordinator.run_id
+    coordinator.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
+    assert study.get_trials(deepcopy=False)[0].state == TrialState.FAIL
