@@ -86,6 +86,23 @@ def _import_torch() -> None:
         raise KeyboardInterrupt
 
 
+def _check_device(device: str) -> None:
+    """A device that is not here fails before anything is read or written. torch is imported only
+    where a GPU may be asked for: on the CPU a coordinator trains nothing itself (its workers do),
+    and importing torch cost it 1.5 s of start-up."""
+    from .pool import gpu_possible
+
+    if device == "cpu" or (device == "auto" and not gpu_possible()):
+        return
+    _import_torch()
+    from model import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as e:
+        raise SweepError(str(e)) from None
+
+
 def friendly(fn):
     """Bad input ends as one line on stderr and exit 2, never a traceback. A storage that turns
     out damaged while it is read ends the same way (commands that write check it before)."""
@@ -162,23 +179,15 @@ def run(
 
     A rerun of the same command resumes and never overshoots; Ctrl-C marks the running trials FAIL
     and exits 130."""
-    _import_torch()
-    from model import resolve_device
-
-    from .runner import Interrupted, run_sweep
-
     from .locks import sqlite_writer_lock
-    from .runner import plan_workers
+    from .runner import Interrupted, plan_workers, run_sweep
 
     spec, source, notice = _resolve(study, data)
     if name is not None and not name.strip():
         raise SweepError("--name: a study name cannot be empty")
     if name is not None and len(name) > MAX_STUDY_NAME:
         raise SweepError(f"--name: {len(name)} characters; a study name holds at most {MAX_STUDY_NAME}")
-    try:
-        resolve_device(device)
-    except ValueError as e:
-        raise SweepError(str(e)) from None
+    _check_device(device)
     gpu_list = _parse_gpus(gpus)
     plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)  # bad options fail before anything is read or written
     url = normalize(storage)
@@ -244,13 +253,12 @@ def worker(
     fuse: FuseOpt = "off",
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
-    if device != "cpu":  # (on the CPU this process trains nothing itself: its workers import torch)
-        _import_torch()
     from .locks import sqlite_writer_lock
     from .runner import Interrupted, plan_workers, run_sweep
     from .stored import pick_study, spec_and_data
 
     url = normalize(storage)
+    _check_device(device)
     gpu_list = _parse_gpus(gpus)
     plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)
     st = open_storage(url, create=False)

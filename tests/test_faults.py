@@ -249,6 +249,7 @@ def test_worker_plan_on_gpus_and_cpus(monkeypatch):
     assert n == 2 and slots == [("cpu", None)] and threads == max(1, (os.cpu_count() or 1) // 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr("sweep.pool.GPU_DEVICE_NODES", (os.devnull,))  # a node that exists
     n, slots, _, _ = plan_workers("auto", None, None, None)
     assert plan_workers("auto", None, None, None, fuse="auto")[3] == 16
     assert n == 4 and [g for _, g in slots] == [0, 1, 2, 3]  # one worker per GPU by default

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from sweep.cli import app
-from tests.conftest import make_rows, write_csv
+from tests.conftest import TINY_STUDY, make_rows, write_csv
 
 runner = CliRunner()
 
@@ -58,13 +58,20 @@ def test_run_three_trials_into_sqlite(tmp_path, tiny_study):
     assert len(set(seeds)) == 3
 
 
-def test_compiled_sweep_records_its_engine_option(tmp_path, tiny_study):
+def test_compiled_sweep_records_its_engine_option(tmp_path, monkeypatch):
     """`--compile on` reaches the workers (one compilation per worker, reused: tests/test_speed.py),
-    and each trial records the engine option it ran with."""
-    r = sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--compile", "on")
+    and each trial records the engine option it ran with. Data, shapes and thread count are those
+    of test_speed's compiled training, so one of the two compiles and the other finds the graph in
+    torch's on-disk cache (a CPU compilation costs ~40 s cold; its cache key holds the threads)."""
+    monkeypatch.setattr("sweep.pool._usable_cores", lambda: 1)  # one torch thread, as the tests' own
+    study_file = tmp_path / "compiled.toml"
+    study_file.write_text(TINY_STUDY.replace("n_images = 240", "n_images = 1000\nseed = 2")
+                          .replace("epochs = { low = 1, high = 3 }", "epochs = { low = 1, high = 1 }")
+                          .replace("batch_size = { choices = [32, 64] }", "batch_size = { choices = [32] }"))
+    r = sweep("run", "--trials", 1, "--study", study_file, "--storage", db(tmp_path), "--compile", "on")
     assert r.exit_code == 0, r.output
-    study = optuna.load_study(study_name="tiny", storage=db(tmp_path))
-    assert len(finished(study)) == 2 and len(study.trials) == 2
+    study = optuna.load_study(study_name="compiled", storage=db(tmp_path))
+    assert len(finished(study)) == 1 and len(study.trials) == 1
     assert {t.user_attrs["compile"] for t in study.trials} == {"on"}
 
 
@@ -315,8 +322,11 @@ def test_versions_name_sweeps_own_version_when_run_from_a_checkout(monkeypatch):
 
 def test_commands_that_train_nothing_start_without_torch(made_study, tmp_path):
     """--help, studies, best, export, report and dashboard's checks import no torch: they start in
-    a fraction of a second (benchmarks/startup.py measures it)."""
+    a fraction of a second (benchmarks/startup.py measures it). Neither does a run's coordinating
+    process on a machine without a GPU: its workers train."""
     url, name = made_study
+    study = tmp_path / "tiny.toml"
+    study.write_text(TINY_STUDY)
     script = f"""
 import sys
 from typer.testing import CliRunner
@@ -325,6 +335,9 @@ runs = [["--help"], ["--version"], ["run", "--help"], ["studies", "--storage", {
         ["best", "--storage", {url!r}], ["export", "--storage", {url!r}, "-f", "csv"],
         ["report", "--storage", {url!r}, "-o", {str(tmp_path / 'r.html')!r}],
         ["dashboard", "--storage", {url!r}, "--port", "1", "--host", "203.0.113.1"]]
+from sweep.pool import gpu_possible
+if not gpu_possible():  # a run that trains nothing (--timeout 0), where no GPU can be asked for
+    runs.append(["run", "--study", {str(study)!r}, "--storage", {db(tmp_path)!r}, "--timeout", "0"])
 for args in runs:
     r = CliRunner().invoke(app, args)
     assert r.exit_code in (0, 2), (args, r.output)
