@@ -56,7 +56,9 @@ def test_fused_run_keeps_the_budget_and_each_trials_own_record(tmp_path):
     assert len(set(seeds)) == len(seeds)
 
 
-def test_kill_9_of_a_fused_worker_fails_and_requeues_every_member(url, tmp_path):
+def test_kill_9_of_a_fused_worker_fails_and_requeues_every_member(pg_url, tmp_path):
+    # PostgreSQL only: what differs between the storages is tested by the plain kill -9 tests
+    url = pg_url
     f = fusable(tmp_path, epochs="{ low = 20, high = 20 }", name="kf")
     run = cli("run", "--trials", 4, "--study", f, "--name", "kf", "--fuse", 3, "--storage", url)
 

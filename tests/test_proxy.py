@@ -110,15 +110,16 @@ def test_the_proxy_keeps_a_budget_exact_under_racing_asks(fresh_pg):
     assert proxy.returncode == 0 and "Traceback" not in err, err
 
 
-def test_twenty_workers_through_the_proxy(fresh_pg, tmp_path):
-    """20 `sweep worker` processes, each with its own training process, reach one study through the
+def test_more_workers_than_connections_through_the_proxy(fresh_pg, tmp_path):
+    """8 `sweep worker` processes, each with its own training process, reach one study through the
     proxy: exactly N finished, none duplicated, none RUNNING; the database never sees more
-    connections than the proxy's bound (6), far fewer than the workers."""
+    connections than the proxy's bound (6), fewer than the workers (directly, each holds about two:
+    benchmarks/crowd.py runs 20)."""
     db_url, connections = fresh_pg
     port = free_port()
     proxy = start_proxy(db_url, port, connections=6)
     grpc_url = f"grpc://127.0.0.1:{port}"
-    n, name, n_workers = 24, "crowd", 20
+    n, name, n_workers = 10, "crowd", 8
     try:
         code, _, err = finish(cli("run", "--trials", n, "--study", study_file(tmp_path), "--name", name,
                                   "--storage", grpc_url, "--timeout", 0))
