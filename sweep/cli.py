@@ -180,6 +180,7 @@ def run(
     A rerun of the same command resumes and never overshoots; Ctrl-C marks the running trials FAIL
     and exits 130."""
     from .locks import sqlite_writer_lock
+    from .pool import fork_server
     from .runner import Interrupted, plan_workers, run_sweep
 
     spec, source, notice = _resolve(study, data)
@@ -194,21 +195,23 @@ def run(
     check_storage(url, create=True)
     if notice:  # only once the arguments are known to be good: one mistake, one line
         typer.echo(notice, err=True)
-    dataset = load_dataset(source, spec.data.split, n_images=spec.data.n_images, val_fraction=spec.data.val_fraction,
-                           seed=spec.data.seed, paper_n_train=spec.data.paper_n_train)
-    d = dataset.describe()
-    banner = (f"study '{name or spec.name}' ({spec.path}) on {d['data_name']} [{d['data_source']}, "
-              f"{d['split']} split: {d['n_train']} train / {d['n_val']} val / {d['n_test']} test] -> {mask(url)}")
-    try:
-        with sqlite_writer_lock(url):
-            st = open_storage(url, create=True, checked=True)  # checked above, before the data was read
-            typer.echo(banner, err=True)
-            summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
-                                timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,
-                                artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
-                                compile=compile, fuse=fuse, announce=lambda line: typer.echo(line, err=True))
-    except Interrupted:
-        _say_interrupted("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.")
+    with fork_server():  # the workers' torch loads while the data and the storage do
+        dataset = load_dataset(source, spec.data.split, n_images=spec.data.n_images,
+                               val_fraction=spec.data.val_fraction, seed=spec.data.seed,
+                               paper_n_train=spec.data.paper_n_train)
+        d = dataset.describe()
+        banner = (f"study '{name or spec.name}' ({spec.path}) on {d['data_name']} [{d['data_source']}, "
+                  f"{d['split']} split: {d['n_train']} train / {d['n_val']} val / {d['n_test']} test] -> {mask(url)}")
+        try:
+            with sqlite_writer_lock(url):
+                st = open_storage(url, create=True, checked=True)  # checked above, before the data was read
+                typer.echo(banner, err=True)
+                summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
+                                    timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,
+                                    artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
+                                    compile=compile, fuse=fuse, announce=lambda line: typer.echo(line, err=True))
+        except Interrupted:
+            _say_interrupted("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.")
     best = (f"best val {summary.best_value:.2%} (trial {summary.best_number})"
             if summary.best_value is not None else "no complete trial")
     stop = {"timeout": " (stopped by --timeout)", "grid": " (the grid is exhausted)"}.get(summary.stopped_by, "")
@@ -254,6 +257,7 @@ def worker(
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
     from .locks import sqlite_writer_lock
+    from .pool import fork_server
     from .runner import Interrupted, plan_workers, run_sweep
     from .stored import pick_study, spec_and_data
 
@@ -261,21 +265,22 @@ def worker(
     _check_device(device)
     gpu_list = _parse_gpus(gpus)
     plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)
-    st = open_storage(url, create=False)
-    s = pick_study(st, study)
-    attrs = s.user_attrs
-    if "target_trials" not in attrs:
-        raise SweepError(f"study '{study}' was not made by `sweep run`; start it with sweep run first")
-    spec, dataset = spec_and_data(s, data)
-    typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
-    try:
-        with sqlite_writer_lock(url):
-            summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
-                                timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
-                                gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, fuse=fuse,
-                                artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
-    except Interrupted:
-        _say_interrupted("sweep: interrupted; the running trials were marked FAIL.")
+    with fork_server():  # the workers' torch loads while the storage and the data do
+        st = open_storage(url, create=False)
+        s = pick_study(st, study)
+        attrs = s.user_attrs
+        if "target_trials" not in attrs:
+            raise SweepError(f"study '{study}' was not made by `sweep run`; start it with sweep run first")
+        spec, dataset = spec_and_data(s, data)
+        typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
+        try:
+            with sqlite_writer_lock(url):
+                summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
+                                    timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
+                                    gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, fuse=fuse,
+                                    artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
+        except Interrupted:
+            _say_interrupted("sweep: interrupted; the running trials were marked FAIL.")
     typer.echo(f"study '{study}': {summary.finished}/{summary.target} finished; this worker ran {summary.ran}")
 
 

@@ -56,13 +56,52 @@ class Worker:
         return tuple(c[k] for k in FUSE_KEYS)
 
 
+# What the fork server imports once for every worker. torch._dynamo too: every torch optimizer
+# imports it when first built, which took 2.2 s of each worker's first trial on a CPU.
+PRELOAD = ["torch", "torch._dynamo", "data", "model", "sweep.worker"]
+
+
+def _context():
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+@contextlib.contextmanager
+def fork_server():
+    """`with fork_server():` around a run's set-up and run: the workers' fork server starts now
+    and imports torch (3 s on a CPU) while this process opens the storage and loads the data,
+    instead of after; it is stopped on the way out, trained or not."""
+    from multiprocessing import forkserver
+
+    _context()
+    forkserver.ensure_running()  # returns at once: the server imports in the background
+    try:
+        yield
+    finally:
+        stop_fork_server()
+
+
+def stop_fork_server() -> None:
+    """The helpers go now rather than at interpreter exit: the fork server (each worker's parent)
+    and the resource tracker."""
+    from multiprocessing import forkserver, resource_tracker
+
+    with contextlib.suppress(Exception):
+        # Killed, not asked: it holds nothing to save, and shutting down its interpreter (torch
+        # loaded) took a second of every run's exit.
+        pid = forkserver._forkserver._forkserver_pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        forkserver._forkserver._stop()
+    with contextlib.suppress(Exception):
+        resource_tracker._resource_tracker._stop()
+
+
 class Pool:
     def __init__(self, n: int, devices: list[tuple[str, int | None]], data_args: dict, threads: int,
                  compile: str = "off", fuse: int = 1):
-        self.ctx = mp.get_context("forkserver")
-        # torch._dynamo too: every torch optimizer imports it when first built, which took 2.2 s of
-        # each worker's first trial on a CPU; imported once here, each worker inherits it.
-        self.ctx.set_forkserver_preload(["torch", "torch._dynamo", "data", "model", "sweep.worker"])
+        self.ctx = _context()
         self.data_args, self.threads, self.compile, self.fuse = data_args, threads, compile, fuse
         self.workers: list[Worker] = [self._spawn(i, *devices[i % len(devices)]) for i in range(n)]
 
@@ -103,19 +142,7 @@ class Pool:
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join(5)
-        # The helpers go too, now rather than at interpreter exit: the fork server (each worker's
-        # parent) and the resource tracker.
-        from multiprocessing import forkserver, resource_tracker
-
-        with contextlib.suppress(Exception):
-            # Killed, not asked: it holds nothing to save, and shutting down its interpreter (torch
-            # loaded) took a second of every run's exit.
-            pid = forkserver._forkserver._forkserver_pid
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
-            forkserver._forkserver._stop()
-        with contextlib.suppress(Exception):
-            resource_tracker._resource_tracker._stop()
+        stop_fork_server()
 
 
 def parse_fuse(fuse: str) -> str | int:
