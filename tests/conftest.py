@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,16 @@ import pytest
 
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
+
+
+def pytest_configure(config):
+    """A suite started from a background job (`cmd &` in a script) inherits SIGINT ignored, and so
+    would every process it starts: Ctrl-C tests would see a run that cannot be interrupted, and a
+    `sweep proxy` the tests stop with Ctrl-C would never stop. Both signals get their defaults."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
