@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -75,7 +76,16 @@ def fork_server():
     from multiprocessing import forkserver
 
     _context()
-    forkserver.ensure_running()  # returns at once: the server imports in the background
+    # Started with Ctrl-C ignored, as the workers it forks run (Ctrl-C is the coordinator's): a
+    # terminal's Ctrl-C reaches the whole process group, and one landing while the server imported
+    # torch printed a traceback beside the run's one line.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        forkserver.ensure_running()  # returns at once: the server imports in the background
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
     try:
         yield
     finally:

@@ -222,6 +222,20 @@ def test_an_interrupt_during_start_up_is_one_line_and_130(tmp_path, sig, delay):
     assert p.returncode == 130 and len(lines) == 1 and lines[0].startswith("sweep: interrupted"), err
 
 
+@pytest.mark.parametrize("delay", [1.0, 2.0])
+def test_a_terminals_ctrl_c_during_start_up_is_one_line_too(tmp_path, delay):
+    """A terminal's Ctrl-C reaches the whole process group, the workers' fork server too, which
+    imports torch meanwhile: it printed a traceback beside the run's line (4 of 8 delays tried)."""
+    p = subprocess.Popen([sys.executable, "-m", "sweep", "run", "--trials", "1", "--storage", str(tmp_path / "s.db")],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    time.sleep(delay)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.startswith(("sweep:", "Traceback", "terminate", "KeyboardInterrupt"))]
+    assert p.returncode == 130 and len(lines) == 1 and lines[0].startswith("sweep: interrupted"), err
+
+
 # ---------------------------------------------------------------- a late process
 
 def test_a_paused_worker_drops_its_taken_over_trial_and_goes_on(pg_url, tmp_path):
