@@ -247,7 +247,12 @@ def _start_slow_run(tmp_path, *args, running: int = 1, **popen):
             seen = [t for t in study.trials if t.state == TrialState.RUNNING and t.intermediate_values]
         except Exception:
             pass
-    assert len(seen) == running, f"{running} trial(s) did not reach their first epoch"
+    if len(seen) < running:  # say why: the run may have ended (its own error line) or be stuck
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"{running} trial(s) did not reach their first epoch; the run's exit code "
+                             f"{proc.returncode}, its stderr:\n{err[-3000:]}")
     return proc, url
 
 
