@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 import optuna
@@ -270,12 +271,26 @@ def _schema_lock(url: str, backend: str):
 
 
 def _enable_wal(path: Path) -> None:
-    """WAL lets readers (the dashboard) and the one writer work at once without 'database is locked'."""
-    try:
-        con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)
+    """WAL lets readers (the dashboard) and the one writer work at once without 'database is locked'.
+
+    Switching needs the file to itself. SQLite answers 'locked' at once, without waiting, where two
+    connections would wait on each other (another process creating Optuna's tables in the new file
+    as a run starts: seen from a reader polling it): a fresh try holds no lock, so it is tried again."""
+    deadline = time.monotonic() + SQLITE_TIMEOUT_S
+    while True:
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as e:
-        raise SweepError(f"storage 'sqlite:///{path}': not a SQLite database ({e})") from None
+            con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+            finally:
+                con.close()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise SweepError(f"storage 'sqlite:///{path}': not a SQLite database ({e})") from None
+            if time.monotonic() > deadline:
+                raise SweepError(f"storage 'sqlite:///{path}': locked by another process for "
+                                 f"{SQLITE_TIMEOUT_S} s") from None
+            time.sleep(0.1)
+        except sqlite3.DatabaseError as e:
+            raise SweepError(f"storage 'sqlite:///{path}': not a SQLite database ({e})") from None

@@ -296,3 +296,29 @@ def test_the_dashboard_names_the_metric_and_a_lowered_budget_is_said(tmp_path, t
     r = sweep("run", "--study", tiny_study, "--trials", 1, "--storage", url)
     assert r.exit_code == 0 and "budget lowered from 2 to 1 finished trials" in r.output
     assert "nothing is left to run" in r.output and "sweep dashboard" in r.output
+
+
+def test_a_storage_locked_for_a_moment_as_a_run_starts_is_waited_for(tmp_path, monkeypatch):
+    """SQLite answers 'database is locked' at once, without its busy wait, where two connections
+    would wait on each other: a reader polling the file while a run created it made the run fail
+    with 'not a SQLite database'. Switching to WAL is tried again; other errors still say what they are."""
+    import sqlite3
+
+    from sweep import storage
+
+    real_connect, calls = sqlite3.connect, []
+
+    def connect(*args, **kwargs):
+        calls.append(args)
+        if len(calls) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real_connect(*args, **kwargs)
+
+    path = tmp_path / "s.db"
+    monkeypatch.setattr(storage.sqlite3, "connect", connect)
+    storage._enable_wal(path)
+    assert len(calls) == 3
+    assert real_connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    monkeypatch.setattr(storage.sqlite3, "connect", lambda *a, **k: (_ for _ in ()).throw(sqlite3.DatabaseError("file is not a database")))
+    with pytest.raises(storage.SweepError, match="not a SQLite database"):
+        storage._enable_wal(path)
