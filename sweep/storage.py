@@ -285,12 +285,10 @@ def _enable_wal(path: Path) -> None:
             finally:
                 con.close()
             return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e):
-                raise SweepError(f"storage 'sqlite:///{path}': not a SQLite database ({e})") from None
-            if time.monotonic() > deadline:
-                raise SweepError(f"storage 'sqlite:///{path}': locked by another process for "
-                                 f"{SQLITE_TIMEOUT_S} s") from None
-            time.sleep(0.1)
         except sqlite3.DatabaseError as e:
-            raise SweepError(f"storage 'sqlite:///{path}': not a SQLite database ({e})") from None
+            locked = "locked" in str(e)
+            if locked and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            what = f"locked by another process for {SQLITE_TIMEOUT_S} s" if locked else f"not a SQLite database ({e})"
+            raise SweepError(f"storage 'sqlite:///{path}': {what}") from None
