@@ -14,10 +14,13 @@ import pytest
 USAGES = ("Training", "PublicTest", "PrivateTest")
 
 
-def pytest_configure(config):
-    """A suite started from a background job (`cmd &` in a script) inherits SIGINT ignored, and so
-    would every process it starts: Ctrl-C tests would see a run that cannot be interrupted, and a
-    `sweep proxy` the tests stop with Ctrl-C would never stop. Both signals get their defaults."""
+@pytest.fixture(autouse=True)
+def _default_signals():
+    """Every test starts with Ctrl-C and SIGTERM at their defaults, which the processes it starts
+    inherit. They can arrive ignored: a suite started from a background job (`cmd &` in a script)
+    inherits SIGINT ignored, and an in-process run interrupted once ignores both for good, as a
+    process about to end should. Ctrl-C tests would then see a run that cannot be interrupted, and
+    a `sweep proxy` the tests stop with Ctrl-C would never stop."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:

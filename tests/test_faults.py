@@ -321,14 +321,9 @@ def test_ctrl_c_inside_optunas_ask_leaves_no_trial_unowned(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}", study_name="a",
                                 direction="maximize", sampler=SignalInside(seed=0))
     coordinator = Coordinator(study, spec, distributions(spec), 3, 5, None, progress=False)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with pytest.raises(KeyboardInterrupt), InterruptOnce() as interrupt:
-            coordinator.held = interrupt.held
-            coordinator._ask()
-    finally:  # once fired it ignores both signals for good, as a process that ends should; this one goes on
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    with pytest.raises(KeyboardInterrupt), InterruptOnce() as interrupt:  # (conftest restores the handlers)
+        coordinator.held = interrupt.held
+        coordinator._ask()
     (trial,) = study.get_trials(deepcopy=False)
     assert trial.state == TrialState.RUNNING and trial.user_attrs["run_id"] == coordinator.run_id
     coordinator.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
