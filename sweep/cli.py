@@ -24,7 +24,7 @@ StorageOpt = Annotated[str, typer.Option("--storage", metavar="URL",
                                          help="Optuna storage: sqlite:///FILE, a file path, postgresql://USER@HOST/DB, or grpc://HOST:PORT (a `sweep proxy`).")]
 StoredStudyOpt = Annotated[Optional[str], typer.Option("--study", metavar="NAME",
                                                        help="A study in the storage, as `sweep studies` lists it [default: the only one].")]
-DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N.")]
 WorkersOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Worker processes training at once [default: one per GPU, or 1].")]
 GpusOpt = Annotated[Optional[str], typer.Option(metavar="LIST", help="GPU indices to use, e.g. 0,1 [default: all].")]
 PerGpuOpt = Annotated[Optional[int], typer.Option(min=1, metavar="K", help="Worker processes on each GPU [default: 1].")]
@@ -160,7 +160,7 @@ def _resolve(study: Optional[str], data: Optional[str]) -> tuple[StudySpec, str,
 def run(
     trials: Annotated[int, typer.Option(min=1, metavar="N", help="Finished trials (complete + pruned) the study should hold: the study's budget, not this process's.")] = 50,
     study: Annotated[Optional[str], typer.Option(metavar="FILE|NAME", help="Study file: a .toml path, or a shipped name (quick, default, paper, beyond) [default: default with FER2013 in place, else quick].")] = None,
-    name: Annotated[Optional[str], typer.Option(metavar="NAME", help="Name of the study in the storage [default: the study file's name].")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Name of the study in the storage [default: the study file's name].")] = None,
     data: Annotated[Optional[str], typer.Option(metavar="PATH|synthetic", help="FER2013 file or image folder, or 'synthetic' [default: the study file's; fer2013 is data/fer2013.csv[.gz] or $SWEEP_DATA].")] = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     device: DeviceOpt = "auto",
@@ -323,7 +323,7 @@ def best(
 def proxy(
     storage: StorageOpt = DEFAULT_STORAGE,
     host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind. Anything but localhost lets the network read and write the studies: no password, no encryption; bind to the cluster's private network only.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, metavar="PORT", help="TCP port.")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="PORT", help="TCP port.")] = DEFAULT_PORT,
     connections: Annotated[int, typer.Option(min=4, max=1000, metavar="N", help="Database connections the proxy may hold at most, however many workers use it.")] = DEFAULT_CONNECTIONS,
 ):
     """Serve a storage to many workers: they pass --storage grpc://HOST:PORT and the database sees one
@@ -342,7 +342,7 @@ def proxy(
 def dashboard(
     storage: StorageOpt = DEFAULT_STORAGE,
     host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind; anything but localhost shows the studies to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, metavar="PORT", help="TCP port.")] = 8080,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="PORT", help="TCP port.")] = 8080,
     artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="The kept weights to show [default: the folder the storage's studies recorded].")] = None,
 ):
     """Serve optuna-dashboard on a study storage (safe while a sweep writes it)."""
