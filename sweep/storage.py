@@ -8,6 +8,7 @@ instead of leaving an empty database behind.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import sqlite3
@@ -20,6 +21,13 @@ from sqlalchemy.exc import ArgumentError
 
 from .errors import SweepError
 from .recovery import GRACE_S, HEARTBEAT_S
+
+if importlib.util.find_spec("psycopg2") is None:
+    # A plain postgresql:// URL means psycopg 3, the postgres extra's driver: SQLAlchemy 2.1 does so
+    # itself, 2.0 would look for psycopg2.
+    from sqlalchemy.dialects import registry
+
+    registry.register("postgresql", "sqlalchemy.dialects.postgresql.psycopg", "dialect")
 
 DEFAULT_STORAGE = "sqlite:///sweep.db"
 SQLITE_TIMEOUT_S = 60  # how long a writer waits for a lock before SQLite gives up

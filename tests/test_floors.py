@@ -48,3 +48,13 @@ def test_run_takes_device_and_name_as_documented(tmp_path, tiny_study):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["studies", "--storage", str(db)])
     assert r.exit_code == 0 and "named" in r.output, r.output
+
+
+def test_a_plain_postgresql_url_means_psycopg_3_in_any_sqlalchemy():
+    """SQLAlchemy 2.0 would look for psycopg2 behind postgresql://; the postgres extra brings psycopg 3."""
+    import sqlalchemy
+
+    import sweep.storage  # noqa: F401  (sets the default driver where SQLAlchemy's is psycopg2)
+
+    engine = sqlalchemy.create_engine("postgresql://postgres@127.0.0.1:5432/test")
+    assert engine.dialect.driver == "psycopg"
