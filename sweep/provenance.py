@@ -49,17 +49,36 @@ def versions_line() -> str:
 
 @functools.cache
 def git_commit() -> str:
-    """HEAD of the checkout this code runs from, '+dirty' when it has local changes; 'unknown' outside git."""
-    here = Path(__file__).resolve().parent
+    """HEAD of this project's own checkout, '+dirty' when it has local changes. Anywhere else (an
+    installed copy, an unpacked release, a copy inside another project's repository): the
+    distribution's version, 'not a checkout (fer-sweep 0.1.0)', never another repository's commit."""
+    root = Path(__file__).resolve().parents[1]
+    elsewhere = f"not a checkout ({DISTRIBUTION} {sweep_version()})"
+    if not _is_own_project(root):
+        return elsewhere
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        head = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=5)
+        lines = head.stdout.split()
+        if head.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root:
+            return elsewhere
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        return lines[1] + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def _is_own_project(root: Path) -> bool:
+    """Whether `root`, the folder above this package, is this project's root: its pyproject.toml
+    names this distribution."""
+    import tomllib
+
+    try:
+        with open(root / "pyproject.toml", "rb") as f:
+            return tomllib.load(f)["project"]["name"] == DISTRIBUTION
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        return False
 
 
 def host() -> str:

@@ -1,12 +1,17 @@
 """What holds across the versions pyproject.toml admits: option names whatever typer derives them
-from."""
+from, the default PostgreSQL driver, and which commit a result records."""
 
 import inspect
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
+from sweep import provenance
 from sweep.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +63,59 @@ def test_a_plain_postgresql_url_means_psycopg_3_in_any_sqlalchemy():
 
     engine = sqlalchemy.create_engine("postgresql://postgres@127.0.0.1:5432/test")
     assert engine.dialect.driver == "psycopg"
+
+
+# ---------------------------------------------------------------- provenance
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def recorded_commit(pythonpath: Path) -> str:
+    code = ("import sweep.provenance as p, pathlib, sys; "
+            f"assert pathlib.Path(p.__file__).is_relative_to({str(pythonpath)!r}), p.__file__; print(p.git_commit())")
+    r = subprocess.run([sys.executable, "-c", code], cwd=pythonpath, env={"PYTHONPATH": str(pythonpath), "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="no git")
+@pytest.mark.parametrize("with_pyproject", [False, True])
+def test_a_copy_inside_another_repository_records_its_version_not_that_commit(tmp_path, with_pyproject):
+    """A vendored copy (the package alone, or the whole project in a subfolder of another repository)
+    records 'not a checkout' and the distribution's version, never the enclosing repository's commit."""
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    (other / "README").write_text("another project\n")
+    git(other, "add", "README")
+    git(other, "commit", "-q", "-m", "theirs")
+    theirs = git(other, "rev-parse", "HEAD")
+    copy = other / "vendor" / "fer-sweep"
+    shutil.copytree(ROOT / "sweep", copy / "sweep", ignore=shutil.ignore_patterns("__pycache__"))
+    if with_pyproject:
+        shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    git(other, "add", "vendor")
+    git(other, "commit", "-q", "-m", "vendor fer-sweep")
+    (copy / "sweep" / "errors.py").write_text("# changed\n", encoding="utf-8")  # a dirty tree, as the issue saw
+    recorded = recorded_commit(copy)
+    assert recorded == f"not a checkout (fer-sweep {provenance.sweep_version()})"
+    assert theirs[:7] not in recorded and "dirty" not in recorded
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="no git")
+def test_the_projects_own_checkout_records_its_commit(tmp_path):
+    """A checkout of this project (here: a fresh repository holding a copy of it) records its HEAD."""
+    repo = tmp_path / "fer-sweep"
+    repo.mkdir()
+    shutil.copytree(ROOT / "sweep", repo / "sweep", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", repo / "pyproject.toml")
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "ours")
+    head = git(repo, "rev-parse", "HEAD")
+    assert recorded_commit(repo) == head
+    (repo / "sweep" / "errors.py").write_text("# changed\n", encoding="utf-8")
+    assert recorded_commit(repo) == head + "+dirty"
