@@ -68,10 +68,20 @@ def _say_interrupted(line: str):
     raise typer.Exit(130)
 
 
+def _check_torch() -> None:
+    """A torch older than the oldest tested fails in one line, before anything is read or written."""
+    from .provenance import torch_too_old
+
+    line = torch_too_old()
+    if line is not None:
+        raise SweepError(line)
+
+
 def _import_torch() -> None:
     """Import torch with Ctrl-C and SIGTERM held back: an interrupt that lands inside torch's C++
     import code aborts the whole process (a C++ terminate, exit -6) instead of raising. A signal
     that came meanwhile is acted on right after."""
+    _check_torch()
     import signal
 
     pending: list[int] = []
@@ -90,6 +100,7 @@ def _check_device(device: str) -> None:
     """A device that is not here fails before anything is read or written. torch is imported only
     where a GPU may be asked for: on the CPU a coordinator trains nothing itself (its workers do),
     and importing torch cost it 1.5 s of start-up."""
+    _check_torch()
     from .pool import gpu_possible
 
     if device == "cpu" or (device == "auto" and not gpu_possible()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import re
 import socket
 import subprocess
 from importlib import metadata
@@ -41,6 +42,23 @@ def _checkout_version() -> str:
             return tomllib.load(f)["project"]["version"]
     except (OSError, KeyError, tomllib.TOMLDecodeError):
         return "unknown"
+
+
+TORCH_FLOOR = (2, 11)  # the oldest torch the tests pass with (README); pyproject.toml's floor
+
+
+def torch_too_old() -> str | None:
+    """A line saying so where the torch installed is older than TORCH_FLOOR (as it can be where the
+    code runs from a checkout through PYTHONPATH, beside a machine's own torch); None otherwise."""
+    try:
+        found = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+    release = tuple(int(x) for x in re.findall(r"\d+", found.split("+")[0])[:2])
+    if release >= TORCH_FLOOR:
+        return None
+    floor = ".".join(map(str, TORCH_FLOOR))
+    return f"torch {found} is older than {floor}, the oldest torch sweep is tested with: install torch>={floor}"
 
 
 def versions_line() -> str:

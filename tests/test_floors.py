@@ -1,10 +1,11 @@
 """What holds across the versions pyproject.toml admits: option names whatever typer derives them
-from, the default PostgreSQL driver, and which commit a result records."""
+from, the default PostgreSQL driver, the torch floor, and which commit a result records."""
 
 import inspect
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ from sweep.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_every_option_is_spelled_as_the_readme_spells_it():
@@ -63,6 +68,32 @@ def test_a_plain_postgresql_url_means_psycopg_3_in_any_sqlalchemy():
 
     engine = sqlalchemy.create_engine("postgresql://postgres@127.0.0.1:5432/test")
     assert engine.dialect.driver == "psycopg"
+
+
+# ---------------------------------------------------------------- torch
+
+def test_the_torch_floor_is_the_one_pyproject_declares():
+    torch_req = next(x for x in pyproject()["project"]["dependencies"] if x.startswith("torch"))
+    assert torch_req == "torch>=" + ".".join(map(str, provenance.TORCH_FLOOR))
+
+
+@pytest.mark.parametrize("found,too_old", [("2.9.1+cu128", True), ("2.10.0", True), ("2.11.0+cu130", False),
+                                           ("2.13.0+cpu", False), ("3.0.0", False)])
+def test_a_torch_below_the_floor_is_one_line_before_anything_is_written(tmp_path, tiny_study, monkeypatch,
+                                                                        found, too_old):
+    real = provenance.metadata.version
+    monkeypatch.setattr(provenance.metadata, "version", lambda d: found if d == "torch" else real(d))
+    assert (provenance.torch_too_old() is not None) == too_old
+    if not too_old:
+        return
+    db = tmp_path / "s.db"
+    for args in (["run", "--trials", "1", "--study", str(tiny_study), "--device", "cpu", "--storage", str(db)],
+                 ["bench", "--steps", "2"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, r.output
+        assert r.output.strip() == (f"sweep: error: torch {found} is older than 2.11, the oldest torch sweep is "
+                                    "tested with: install torch>=2.11")
+    assert not db.exists()
 
 
 # ---------------------------------------------------------------- provenance
