@@ -1,7 +1,9 @@
 """What holds across the versions pyproject.toml admits: option names whatever typer derives them
-from, the default PostgreSQL driver, the torch floor, and which commit a result records."""
+from, the default PostgreSQL driver, the floors file CI installs, the torch floor, and which commit a
+result records."""
 
 import inspect
+import re
 import shutil
 import subprocess
 import sys
@@ -68,6 +70,34 @@ def test_a_plain_postgresql_url_means_psycopg_3_in_any_sqlalchemy():
 
     engine = sqlalchemy.create_engine("postgresql://postgres@127.0.0.1:5432/test")
     assert engine.dialect.driver == "psycopg"
+
+
+# ---------------------------------------------------------------- the floors CI installs
+
+def floors_file(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / ".ci/floors.py"), *args], capture_output=True, text=True)
+
+
+def test_the_floors_file_pins_every_requirement_at_its_floor():
+    r = floors_file("--except", "torch==2.13.0")
+    assert r.returncode == 0, r.stderr
+    pins = dict(line.split("==") for line in r.stdout.splitlines() if not line.startswith("#"))
+    project = pyproject()["project"]
+    requirements = project["dependencies"] + [x for extra in project["optional-dependencies"].values() for x in extra]
+    for requirement in requirements:
+        name, low = re.match(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?>=([^,;\s]+)", requirement).groups()
+        assert pins[name.lower()] == ("2.13.0" if name == "torch" else low), requirement
+    assert set(pins) == {re.match(r"[A-Za-z0-9_.-]+", x).group().lower() for x in requirements}
+
+
+def test_a_requirement_without_a_floor_is_refused(tmp_path):
+    p = tmp_path / "pyproject.toml"
+    p.write_text('[project]\nname = "x"\ndependencies = ["numpy>=1.26", "pandas"]\n')
+    r = floors_file("--pyproject", str(p))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == "floors: error: 'pandas' has no single '>=' floor to test"
+    r = floors_file("--pyproject", str(p.with_name("missing.toml")))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------- torch
