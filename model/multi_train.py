@@ -121,7 +121,9 @@ class MultiTrainer:
                 m.busy_s += share
                 if m.step == m.run.n_steps:
                     with self._as(m):
-                        records[m.key] = {**m.run.end_epoch(busy_s=m.busy_s), "concurrent": len(live)}
+                        record = m.run.end_epoch(busy_s=m.busy_s)
+                    record["concurrent"] = len(live)  # in the trial's history too: the same record
+                    records[m.key] = record
                     m.step = 0
         return records
 

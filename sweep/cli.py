@@ -31,7 +31,7 @@ PerGpuOpt = Annotated[Optional[int], typer.Option(min=1, metavar="K", help="Work
 TimeoutOpt = Annotated[Optional[float], typer.Option(min=0, metavar="SECONDS", help="Start no new trial after this many seconds.")]
 KeepTopOpt = Annotated[int, typer.Option(min=0, metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
 CompileOpt = Annotated[str, typer.Option(metavar="MODE", help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only); speed only, see docs/benchmarks.md.")]
-FuseOpt = Annotated[str, typer.Option(metavar="K|auto|off", help="Train up to K trials per worker as one fused network; auto: 16 on a GPU, off on a CPU. Trials fuse when they share batch size, width, optimizer and precision.")]
+EngineOpt = Annotated[str, typer.Option(metavar="plain|fused[:K]|multi[:K]", help="How a worker trains: plain, one trial at a time; fused, up to K trials (16) that share batch size, width, optimizer and precision as one network; multi, up to K trials (4) of any hyperparameters side by side. See README, 'Engines'.")]
 
 
 def _version(value: bool) -> None:
@@ -173,7 +173,7 @@ def run(
     artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Where the best trials' weights are kept [default: NAME-artifacts/ beside a SQLite file NAME.db, else ./artifacts].")] = None,
     keep_top: KeepTopOpt = 3,
     compile: CompileOpt = "off",
-    fuse: FuseOpt = "off",
+    engine: EngineOpt = "plain",
 ):
     """Run a sweep until the study holds --trials finished trials.
 
@@ -190,7 +190,7 @@ def run(
         raise SweepError(f"--name: {len(name)} characters; a study name holds at most {MAX_STUDY_NAME}")
     _check_device(device)
     gpu_list = _parse_gpus(gpus)
-    plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)  # bad options fail before anything is read or written
+    plan_workers(device, workers, gpu_list, per_gpu, compile, engine)  # bad options fail before anything is read or written
     url = normalize(storage)
     check_storage(url, create=True)
     if notice:  # only once the arguments are known to be good: one mistake, one line
@@ -209,7 +209,7 @@ def run(
                 summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
                                     timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,
                                     artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
-                                    compile=compile, fuse=fuse, announce=lambda line: typer.echo(line, err=True))
+                                    compile=compile, engine=engine, announce=lambda line: typer.echo(line, err=True))
         except Interrupted:
             _say_interrupted("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.")
     best = (f"best val {summary.best_value:.2%} (trial {summary.best_number})"
@@ -253,7 +253,7 @@ def worker(
     artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Where the best trials' weights are kept [default: the study's].")] = None,
     keep_top: KeepTopOpt = 3,
     compile: CompileOpt = "off",
-    fuse: FuseOpt = "off",
+    engine: EngineOpt = "plain",
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
     from .locks import sqlite_writer_lock
@@ -264,7 +264,7 @@ def worker(
     url = normalize(storage)
     _check_device(device)
     gpu_list = _parse_gpus(gpus)
-    plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)
+    plan_workers(device, workers, gpu_list, per_gpu, compile, engine)
     with fork_server():  # the workers' torch loads while the storage and the data do
         st = open_storage(url, create=False)
         s = pick_study(st, study)
@@ -277,7 +277,7 @@ def worker(
             with sqlite_writer_lock(url):
                 summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
                                     timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
-                                    gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, fuse=fuse,
+                                    gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, engine=engine,
                                     artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
         except Interrupted:
             _say_interrupted("sweep: interrupted; the running trials were marked FAIL.")

@@ -4,6 +4,7 @@ It is the only process of a run that writes the storage. Each worker streams eve
 validation accuracy of each of its trials; the coordinator reports it, asks the pruner, answers,
 and tells the result when the worker says a trial is done.
 
+Multi workers train any trials side by side: a trial goes to whichever worker has a free slot.
 Fused workers train a group of trials that share model.FUSE_KEYS. To keep their groups full the
 coordinator asks ahead: a trial that fits no group yet waits in `pending` (RUNNING in the storage,
 which is what TPE's constant liar is for) until a group with its key has room or a worker's group
@@ -143,15 +144,15 @@ class Coordinator:
         if self._out_of_time():
             return None
         key = w.group_key
-        if key is None and self.pending:  # an empty worker forms its group around the commonest waiting key
+        if key is None and self.pending and w.engine == "fused":  # an empty group forms around the commonest waiting key
             keys = [_key(r.config) for r in self.pending]
             key = max(keys, key=keys.count)
         for r in self.pending:
             if key is None or _key(r.config) == key:
                 self.pending.remove(r)
                 return r
-        # Ask ahead up to two trials per slot: enough for groups to find members of their key.
-        slots = sum(o.capacity for o in self.pool.workers if o.capacity > 1)
+        # Ask ahead up to two trials per fused slot: enough for groups to find members of their key.
+        slots = sum(o.capacity for o in self.pool.workers if o.engine == "fused" and o.capacity > 1)
         while len(self.pending) < 2 * slots or key is None:
             r = self._ask()
             if r is None:

@@ -9,8 +9,8 @@ validation accuracy of the model the run ends with (the final epoch), never the 
 Nothing is lost and nothing stays stuck: a worker that dies fails its trials and they are
 queued again with the same parameters and seed; RUNNING trials of a dead coordinator are found by
 pid (same host) or stale heartbeat (any host) and queued again (sweep.recovery); a CUDA
-out-of-memory halves a fused group, and a lone trial is retried once alone on its GPU before it
-counts as a failure.
+out-of-memory halves a worker's group (fused or multi), and a lone trial is retried once alone on
+its GPU before it counts as a failure.
 """
 
 from __future__ import annotations
@@ -143,13 +143,13 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
               seed: int | None = None, progress: bool = True, workers: int | None = None,
               gpus: list[int] | None = None, per_gpu: int | None = None,
               data_args: dict | None = None, artifact_dir: str | None = None, keep_top: int = 3,
-              compile: str = "off", fuse: str = "off", announce=None) -> RunSummary:
+              compile: str = "off", engine: str = "plain", announce=None) -> RunSummary:
     """Run trials until the study holds its budget of finished ones (`trials`, or `trials` more with `add`).
 
     `announce(line)` is told when this changes a budget the study already had."""
     name = name or spec.name
     seed = spec.seed if seed is None else seed
-    n_workers, slots, threads, fused_k = plan_workers(device, workers, gpus, per_gpu, compile, fuse)
+    n_workers, slots, threads, engine_kind, concurrent = plan_workers(device, workers, gpus, per_gpu, compile, engine)
     study = open_study(spec, data, storage, name, seed)
     recover_abandoned(study)
     dists = distributions(spec)
@@ -187,7 +187,7 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         pool = None
         clean = False
         try:
-            pool = Pool(n_workers, slots, data_args, threads, compile, fused_k)
+            pool = Pool(n_workers, slots, data_args, threads, compile, engine_kind, concurrent)
             coordinator.loop(pool, data.content_hash, interrupt)
             clean = True
         except KeyboardInterrupt:

@@ -115,7 +115,7 @@ def test_each_member_equals_its_trial_trained_alone(noise, deterministic_layers,
     for cfg, f in zip(configs, fused):
         assert_same_trial(f, noise, cfg, channels_last)
     assert [r.epochs_run for r in fused] == [1, 1, 2]  # the longer member went on alone
-    assert [h["fused_k"] for h in fused[2].history] == [3, 1]
+    assert [h["concurrent"] for h in fused[2].history] == [3, 1]
 
 
 @pytest.mark.parametrize("channels_last, precision", ENGINES)
@@ -134,11 +134,11 @@ def test_joining_and_leaving_do_not_change_a_members_trajectory(noise, determini
     result = trainer.finish("a", "completed", keep_model=True)  # a's schedule ends
     trainer.finish("c", "stopped")  # c is pruned: it leaves too
     records = trainer.run_epoch()  # b goes on alone
-    assert set(records) == {"b"} and records["b"]["fused_k"] == 1
-    assert [h["fused_k"] for h in result.history] == [1, 3]
+    assert set(records) == {"b"} and records["b"]["concurrent"] == 1
+    assert [h["concurrent"] for h in result.history] == [1, 3]
     assert_same_trial(result, noise, a, channels_last)
     late = trainer.finish("b", "completed", keep_model=True)  # joined at a's second epoch
-    assert [h["fused_k"] for h in late.history] == [3, 1]
+    assert [h["concurrent"] for h in late.history] == [3, 1]
     assert_same_trial(late, noise, b, channels_last)
     assert len(trainer) == 0
 

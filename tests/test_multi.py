@@ -74,6 +74,7 @@ def test_members_join_and_leave_at_any_round(faces):
     for key, cfg in zip("abcd", (a, b, c, d)):
         assert_identical(done[key], train(faces, cfg, device="cpu", keep_model=True))
     assert max(concurrency["b"]) >= 3  # b shared its rounds with others
+    assert [h["concurrent"] for h in done["b"].history] == concurrency["b"]  # its history says so too
 
 
 def test_a_stopped_and_a_diverging_member_leave_and_the_rest_go_on(faces):
