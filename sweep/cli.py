@@ -415,6 +415,7 @@ def bench(
     compile: CompileOpt = "off",
     pack: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials trained at once in K processes on the device, for each K in a list like 1,2,4,8.")] = None,
     fuse: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials fused into one network, for each K in a list like 1,4,16,32, against one plain trial.")] = None,
+    multi: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials side by side in one process (--engine multi), for each K in a list like 1,2,4,8, against one plain trial.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Measure training speed: this trainer against a paper-style per-image DataLoader pipeline."""
@@ -423,20 +424,23 @@ def bench(
 
     from model import check_compile, resolve_device
 
-    from .bench import format_bench, format_fuse, format_pack, run_bench, run_fuse, run_pack
+    from .bench import format_bench, run_bench
+    from .bench_many import format_engine, format_pack, run_engine, run_pack
 
     try:
         check_compile(compile, resolve_device(device))
     except ValueError as e:
         raise SweepError(str(e)) from None
     say = None if json_out else (lambda line: typer.echo(line, err=True))
-    if pack is not None and fuse is not None:
-        raise SweepError("--pack and --fuse measure different things: give one")
-    if fuse is not None:
-        fused = run_fuse(_counts("--fuse", fuse), steps=steps, batch_size=batch_size, width=width, repeats=repeats,
-                         device=device, compile=compile, progress=say)
-        typer.echo(json.dumps(fused.to_dict(), indent=2) if json_out else format_fuse(fused))
-        return
+    if sum(x is not None for x in (pack, fuse, multi)) > 1:
+        raise SweepError("--pack, --fuse and --multi measure different things: give one")
+    for engine, ks in (("fused", fuse), ("multi", multi)):
+        if ks is not None:
+            result = run_engine(engine, _counts(f"--{'fuse' if engine == 'fused' else engine}", ks), steps=steps,
+                                batch_size=batch_size, width=width, repeats=repeats, device=device, compile=compile,
+                                progress=say)
+            typer.echo(json.dumps(result.to_dict(), indent=2) if json_out else format_engine(result))
+            return
     if pack is not None:
         ks = _counts("--pack", pack)
         packed = run_pack(ks, steps=steps, batch_size=batch_size, width=width, device=device, compile=compile,
