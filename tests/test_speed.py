@@ -142,3 +142,18 @@ def test_compile_is_checked_before_training(small):
         train(small, epochs=1, compile="cudagraphs", device="cpu")
     with pytest.raises(ValueError, match="compile must be one of"):
         train(small, epochs=1, compile="yes")
+
+
+def test_profile_benchmark_runs_every_engine_on_a_cpu(tmp_path, capsys):
+    """benchmarks.profile, the GPU profile's script, on a CPU at a tiny width: the same code."""
+    from benchmarks.profile import main
+
+    report = main(["--device", "cpu", "--width", "0.0625", "--steps", "2", "--cases",
+                   "plain:16:1,plain:32:1,fused:16:2,multi:16:2", "--json", str(tmp_path / "p.json")])
+    assert [c["engine"] for c in report["cases"]] == ["plain", "plain", "fused", "multi"]
+    for case in report["cases"]:
+        assert case["images_per_s"] > 0 and case["device_busy"] is None  # one CPU: no device time
+        assert case["top"] and abs(sum(t["share"] for t in case["top"])) <= 1.0001
+        assert any("conv" in t["op"] or "mm" in t["op"] for t in case["top"])
+    assert json.loads((tmp_path / "p.json").read_text())["cases"][2]["k"] == 2
+    assert "| fused x2, batch 16 |" in capsys.readouterr().out
