@@ -165,6 +165,9 @@ def parse_fuse(fuse: str) -> str | int:
         raise SweepError(f"--fuse {fuse}: expected {FUSE_MODES}") from None
     if k < 1:
         raise SweepError(f"--fuse {fuse}: expected {FUSE_MODES}")
+    from .limits import MAX_FUSE, at_most
+
+    at_most("--fuse", k, MAX_FUSE, " trials per worker")
     return k
 
 
