@@ -125,7 +125,9 @@ def friendly(fn):
         except Exception as e:
             from .proxy import lost_proxy_line
 
-            line = lost_proxy_line(e)
+            from .storage import storage_error_line
+
+            line = lost_proxy_line(e) or storage_error_line(e)
             if line is None:
                 raise
             _fail(line)
