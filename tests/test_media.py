@@ -150,7 +150,7 @@ def _assert_disk_full_stop(r, url, name):
 def test_a_full_disk_during_a_run_is_one_line_and_fails_the_running_trial(tmpfs, tiny_study, monkeypatch):
     url = f"sqlite:///{tmpfs / 's.db'}"
     _after(monkeypatch, "_send", 2, lambda: _fill(tmpfs))  # the second trial is RUNNING: then the disk fills
-    r = sweep("run", "--study", tiny_study, "--trials", 6, "--storage", url, "--keep-top", 0)
+    r = sweep("run", "--study", tiny_study, "--trials", 6, "--storage", url)  # weights kept beside it too
     (tmpfs / "filler").unlink()
     _assert_disk_full_stop(r, url, "tiny")
     assert not (tmpfs / ".s.db.reserve").exists()
