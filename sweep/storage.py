@@ -273,16 +273,19 @@ class SpaceReserve:
         if ident is None:
             return
         path = ident[0].with_name(f".{ident[0].name}.reserve")
+        try:  # never through a link, never waiting on a FIFO, never into anything but a regular file
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+        except OSError:
+            return
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, self.RESERVE_BYTES)
-            finally:
-                os.close(fd)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return
             self.path = path
+            os.posix_fallocate(fd, 0, self.RESERVE_BYTES)
         except (OSError, AttributeError):  # no room already, or no fallocate: go without
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            self.release()
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self.path is not None:
