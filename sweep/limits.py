@@ -126,8 +126,9 @@ def options(**given) -> None:
         elif key == "host":
             text(flag, value, MAX_HOST)
         elif key in ("images", "studies"):
-            at_most(f"{'IMAGE' if key == 'images' else '--study'}: {len(value):,} given;", len(value),
-                    MAX_IMAGES if key == "images" else MAX_COUNTS)
+            what, ceiling = ("IMAGE", MAX_IMAGES) if key == "images" else ("--study", MAX_COUNTS)
+            if len(value) > ceiling:
+                raise SweepError(f"{what}: {len(value):,} given; at most {ceiling:,}")
         else:
             ceiling, why = ceilings[key]
             at_most(flag, value, ceiling, why)
