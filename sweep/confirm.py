@@ -58,6 +58,7 @@ def confirm(study: optuna.Study, spec, dataset, *, top: int, seeds: int, device:
                 out.append(_record(t.number, done, val, test))
         except KeyboardInterrupt:
             raise Interrupted() from None  # every seed trained so far is stored
+    check_same_file(study._storage)  # deleted after the last seed: not recorded after all
     return out
 
 
