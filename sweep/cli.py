@@ -12,6 +12,7 @@ import typer
 
 from data import SYNTHETIC, DataError, find_fer2013, load_dataset
 
+from . import limits, paths
 from .errors import SweepError
 from .proxy import DEFAULT_CONNECTIONS, DEFAULT_PORT
 from .storage import DEFAULT_STORAGE, MAX_STUDY_NAME, check_storage, mask, normalize, open_storage
@@ -53,7 +54,7 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def _fail(message: str, code: int = 2):
-    typer.echo(f"sweep: error: {message}", err=True)
+    typer.echo(f"sweep: error: {limits.printable(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -124,7 +125,9 @@ def friendly(fn):
         except Exception as e:
             from .proxy import lost_proxy_line
 
-            line = lost_proxy_line(e)
+            from .storage import storage_error_line
+
+            line = lost_proxy_line(e) or storage_error_line(e)
             if line is None:
                 raise
             _fail(line)
@@ -183,7 +186,11 @@ def run(
     from .pool import fork_server
     from .runner import Interrupted, plan_workers, run_sweep
 
+    limits.options(trials=trials, seed=seed, workers=workers, per_gpu=per_gpu, timeout=timeout, keep_top=keep_top,
+                   name=name, study=study, data=data, storage=storage, artifact_dir=artifact_dir)
     spec, source, notice = _resolve(study, data)
+    if name is None:  # the study file's name is the study's
+        limits.name(f"study file {spec.path!r}", spec.name)
     if name is not None and not name.strip():
         raise SweepError("--name: a study name cannot be empty")
     if name is not None and len(name) > MAX_STUDY_NAME:
@@ -193,6 +200,8 @@ def run(
     plan_workers(device, workers, gpu_list, per_gpu, compile, engine)  # bad options fail before anything is read or written
     url = normalize(storage)
     check_storage(url, create=True)
+    if keep_top > 0:  # a file where the weights' folder belongs is refused before the storage is written
+        paths.folder(Path(artifact_dir or _default_artifact_dir(url)), "--artifact-dir ")
     if notice:  # only once the arguments are known to be good: one mistake, one line
         typer.echo(notice, err=True)
     with fork_server():  # the workers' torch loads while the data and the storage do
@@ -236,6 +245,7 @@ def _parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
         raise SweepError(f"--gpus {gpus}: expected GPU indices like 0,1") from None
     if not out:
         raise SweepError("--gpus: no GPU index given")
+    limits.counts("--gpus", out, limits.MAX_COUNTS - 1)
     return out
 
 
@@ -261,6 +271,8 @@ def worker(
     from .runner import Interrupted, plan_workers, run_sweep
     from .stored import pick_study, spec_and_data
 
+    limits.options(workers=workers, per_gpu=per_gpu, timeout=timeout, keep_top=keep_top, data=data, storage=storage,
+                   artifact_dir=artifact_dir)
     url = normalize(storage)
     _check_device(device)
     gpu_list = _parse_gpus(gpus)
@@ -272,6 +284,8 @@ def worker(
         if "target_trials" not in attrs:
             raise SweepError(f"study '{study}' was not made by `sweep run`; start it with sweep run first")
         spec, dataset = spec_and_data(s, data)
+        if keep_top > 0:
+            paths.folder(Path(artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url)), "--artifact-dir ")
         typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
         try:
             with sqlite_writer_lock(url):
@@ -290,6 +304,7 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE):
     """List the studies in a storage: finished trials against the budget, trials by state, the best value."""
     from .stored import study_rows
 
+    limits.options(storage=storage)
     rows = study_rows(open_storage(storage, create=False))
     if not rows:
         typer.echo(f"no studies in {mask(normalize(storage))}")
@@ -300,7 +315,7 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE):
     for r in rows:
         best = f"{r['best_value']:.2%}" if r["best_value"] is not None else "-"
         finished = f"{r['complete'] + r['pruned']}/{r['budget'] if r['budget'] is not None else '-'}"
-        typer.echo(f"{r['study']:<24} {r['data']:<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
+        typer.echo(f"{limits.printable(r['study']):<24} {r['data']:<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
                    f"{r['failed']:>7} {r['running']:>8} {best:>9}")
 
 
@@ -313,6 +328,7 @@ def best(
     """Print the best trial of a study: value, parameters and how it was measured."""
     from .stored import best_trial_lines, pick_study
 
+    limits.options(storage=storage)
     s = pick_study(open_storage(storage, create=False), study)
     for line in best_trial_lines(s):
         typer.echo(line)
@@ -331,6 +347,7 @@ def proxy(
     of workers that died, as directly connected workers do."""
     from .proxy import serve
 
+    limits.options(storage=storage, host=host)
     try:
         serve(storage, host, port, connections, lambda line: typer.echo(line, err=True))
     except KeyboardInterrupt:
@@ -348,6 +365,7 @@ def dashboard(
     """Serve optuna-dashboard on a study storage (safe while a sweep writes it)."""
     from .dashboard import serve
 
+    limits.options(storage=storage, host=host, artifact_dir=artifact_dir)
     try:
         serve(storage, host, port, artifact_dir, lambda line: typer.echo(line, err=True))
     except KeyboardInterrupt:
@@ -383,6 +401,9 @@ def export(
 
     if format not in FORMATS:
         raise SweepError(f"unknown format '{format}' (choose from {', '.join(FORMATS)})")
+    limits.options(top=top, storage=storage, output=output)
+    if output is not None:  # before the storage is read: a FIFO nobody reads would wait forever
+        paths.output_file(output, "-o ")
     res = load_results(pick_study(open_storage(storage, create=False), study), intermediate=False)
     _write(render(res, select(res, top, by), format, per_class), output)
 
@@ -398,6 +419,8 @@ def report(
     from .report import build_report
     from .stored import pick_study
 
+    limits.options(studies=study or [], storage=storage, output=output)
+    paths.output_file(output, "-o ")  # before the report is built: seconds, for nothing
     st = open_storage(storage, create=False)
     studies = [pick_study(st, name) for name in (study or [None])]
     _write(build_report(studies), output)
@@ -419,6 +442,7 @@ def bench(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Measure training speed: this trainer against a paper-style per-image DataLoader pipeline."""
+    limits.options(steps=steps, batch_size=batch_size, width=width, repeats=repeats, data=data)
     _import_torch()
     import json
 
@@ -459,6 +483,7 @@ def _counts(option: str, text: str) -> list[int]:
         raise SweepError(f"{option} {text}: expected trial counts like 1,2,4,8") from None
     if not ks or min(ks) < 1:
         raise SweepError(f"{option} {text}: expected trial counts of at least 1, like 1,2,4,8")
+    limits.counts(option, ks, limits.max_workers() if option == "--pack" else limits.MAX_CONCURRENT)
     return ks
 
 
@@ -473,6 +498,7 @@ def confirm(
     device: DeviceOpt = "auto",
 ):
     """Re-train the top trials with new seeds and record mean and std of val and test accuracy."""
+    limits.options(top=top, seeds=seeds, data=data, storage=storage)
     _import_torch()
     from model import resolve_device
 
@@ -513,6 +539,9 @@ def predict(
 
     IMAGE: one or more image files, any size or colour (each is made 48x48 grayscale and
     equalised, as in training)."""
+    limits.options(images=images, storage=storage)
+    for image in images:  # before the storage and torch: a FIFO among them would wait forever
+        paths.regular_file(Path(image))
     _import_torch()
     import json
 

@@ -34,6 +34,7 @@ from .progress import Progress
 from .provenance import host
 from .recovery import HEARTBEAT_S, beat, fail_stale, fail_trial, requeue
 from .records import store_attrs, trial_record
+from .storage import check_same_file
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_CONSECUTIVE_FAILURES = 5  # trials failing in a row before the sweep gives up: something is broken
@@ -191,6 +192,7 @@ class Coordinator:
             if interrupt is not None and interrupt.fired:
                 raise KeyboardInterrupt
             self._heartbeats()  # first: after a pause, our own trials must not look abandoned to us
+            check_same_file(self.study._storage)  # a SQLite file deleted under the run takes every result with it
             self._check_stale()
             for w in pool.workers:
                 self._fill(w)

@@ -28,7 +28,6 @@ ENGINE_FORMS = "plain, fused[:K] or multi[:K]"
 # K where --engine names none. fused: 16 measured 1.22x one plain trial on an H200 (docs/benchmarks.md);
 # multi: unmeasured on GPUs so far, and each member holds a whole network and optimizer state.
 DEFAULT_CONCURRENT = {"fused": 16, "multi": 4}
-MAX_CONCURRENT = 64  # trials one worker trains at once: past this a worker holds more than any GPU has room for
 
 
 @dataclass
@@ -166,6 +165,9 @@ class Pool:
 
 def parse_engine(engine: str) -> tuple[str, int]:
     """'plain' -> ('plain', 1); 'fused' or 'fused:K', 'multi' or 'multi:K' -> (engine, K)."""
+    from .limits import MAX_CONCURRENT, at_most, text
+
+    text("--engine", engine, 40)
     kind, colon, k = engine.strip().partition(":")
     if kind not in ENGINES or (kind == "plain" and colon):
         raise SweepError(f"--engine {engine}: expected {ENGINE_FORMS}")
@@ -175,8 +177,9 @@ def parse_engine(engine: str) -> tuple[str, int]:
         n = int(k)
     except ValueError:
         raise SweepError(f"--engine {engine}: K must be a whole number, as in {kind}:4") from None
-    if not 1 <= n <= MAX_CONCURRENT:
-        raise SweepError(f"--engine {engine}: K must be between 1 and {MAX_CONCURRENT} trials per worker")
+    if n < 1:
+        raise SweepError(f"--engine {engine}: K must be at least 1 trial per worker")
+    at_most(f"--engine {kind}:K, K =", n, MAX_CONCURRENT, " trials per worker")
     return kind, n
 
 

@@ -31,6 +31,7 @@ from .locks import budget_lock
 from .pool import Pool, plan_workers
 from .provenance import git_commit, versions_line
 from .recovery import recover_abandoned
+from .storage import SpaceReserve, check_same_file, disk_full, file_identity
 from .sampling import distributions, grid_size, make_pruner, make_sampler
 from .study_file import StudySpec
 from .weights import KeptWeights
@@ -183,29 +184,59 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         if coordinator.bar:
             coordinator.bar.close()
         return summary(coordinator, name)
+    reserve = SpaceReserve(storage)  # room to fail the running trials should the disk fill
     with InterruptOnce() as interrupt:
         pool = None
         clean = False
         try:
             pool = Pool(n_workers, slots, data_args, threads, compile, engine_kind, concurrent)
             coordinator.loop(pool, data.content_hash, interrupt)
+            check_same_file(storage)  # deleted during the last trial: its result went with the file
             clean = True
         except KeyboardInterrupt:
             if pool is not None:
                 pool.close(graceful=False)  # stop the training now; the trials are failed below
             coordinator.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
             raise Interrupted() from None
-        except BaseException:
+        except BaseException as e:
             if pool is not None:
                 pool.close(graceful=False)
-            coordinator.fail_all_running("the coordinator stopped on an error")
-            raise
+            try:
+                check_same_file(storage)
+            except SweepError as gone:  # whatever failed, a vanished file is what to say
+                coordinator.fail_all_running("the storage file was deleted or replaced")
+                raise gone from None
+            full = disk_full(e)
+            if full is None:
+                coordinator.fail_all_running("the coordinator stopped on an error")
+                raise
+            reserve.release()
+            raise SweepError(_disk_full_line(coordinator, storage, full)) from None
         finally:
+            reserve.release()
             if pool is not None and clean:
                 pool.close()
             if coordinator.bar:
                 coordinator.bar.close()
     return summary(coordinator, name)
+
+
+def _disk_full_line(coordinator: Coordinator, storage, reason: str) -> str:
+    """A write failed for want of space: fail the run's RUNNING trials (in the room the run's
+    SpaceReserve just gave back), and say so in one line."""
+    coordinator.fail_all_running(f"the disk is full ({reason})")
+    left = 0
+    with contextlib.suppress(Exception):
+        left = sum(t.user_attrs.get("run_id") == coordinator.run_id
+                   for t in coordinator.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    where = ""
+    path = file_identity(storage)
+    if path is not None:
+        where = f" holding {path[0]}"
+    after = ("its running trials were marked FAIL" if not left else
+             f"{left} trial(s) stay RUNNING until the next run fails and re-queues them")
+    return (f"the disk{where} is full ({reason}): the sweep stopped, {after}; free some space and run the same "
+            "command to resume")
 
 
 def summary(coordinator: Coordinator, name: str) -> RunSummary:

@@ -7,6 +7,7 @@ import os
 import optuna
 from optuna.trial import TrialState
 
+from .errors import SweepError
 from .locks import budget_lock
 
 
@@ -18,7 +19,10 @@ class KeptWeights:
         from optuna.artifacts import FileSystemArtifactStore
 
         path = os.path.abspath(artifact_dir)
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:  # checked by the commands before; this is what changed since
+            raise SweepError(f"--artifact-dir {artifact_dir}: cannot make the folder ({e.strerror or e})") from None
         self.study, self.keep_top = study, keep_top
         self.store = FileSystemArtifactStore(path)
         self.path = path

@@ -14,6 +14,7 @@ member's epochs end on their own. Messages are the same as a plain worker's, one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -65,7 +66,13 @@ def _save(conn, number: int, model, reply: tuple) -> None:
     import torch
 
     if reply[0] == "save":
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, reply[2])
+        try:
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, reply[2])
+        except Exception:  # noqa: BLE001 - a full disk (torch says RuntimeError): the trial goes on without weights
+            with contextlib.suppress(OSError):
+                os.remove(reply[2])
+            conn.send(("saved", number, None))
+            return
         conn.send(("saved", number, reply[2]))
 
 

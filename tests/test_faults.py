@@ -259,7 +259,7 @@ def test_worker_plan_on_gpus_and_cpus(monkeypatch):
     assert plan_workers("cuda:2", None, None, None)[1] == [("cuda", 2)]
     with pytest.raises(SweepError, match="only 4 GPU"):
         plan_workers("auto", None, [7], None)
-    for bad in ("0", "fused:0", "multi:-2", "multi:many", "plain:2", "fused:65", "auto"):
+    for bad in ("0", "fused:0", "multi:-2", "multi:many", "plain:2", "fused:257", "auto"):
         with pytest.raises(SweepError, match="--engine"):
             plan_workers("cpu", None, None, None, engine=bad)
 
