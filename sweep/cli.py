@@ -220,7 +220,8 @@ def run(
                                     artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
                                     compile=compile, engine=engine, announce=lambda line: typer.echo(line, err=True))
         except Interrupted:
-            _say_interrupted("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.")
+            _say_interrupted("sweep: interrupted; trials in training were marked FAIL, trials not yet trained wait "
+                             "for the next run. Run the same command to resume.")
     best = (f"best val {summary.best_value:.2%} (trial {summary.best_number})"
             if summary.best_value is not None else "no complete trial")
     stop = {"timeout": " (stopped by --timeout)", "grid": " (the grid is exhausted)"}.get(summary.stopped_by, "")
@@ -294,7 +295,8 @@ def worker(
                                     gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, engine=engine,
                                     artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
         except Interrupted:
-            _say_interrupted("sweep: interrupted; the running trials were marked FAIL.")
+            _say_interrupted("sweep: interrupted; trials in training were marked FAIL, trials not yet trained wait "
+                             "for the next run.")
     typer.echo(f"study '{study}': {summary.finished}/{summary.target} finished; this worker ran {summary.ran}")
 
 

@@ -32,7 +32,7 @@ from .pool import Pool, Running, Worker
 from .proxy import budget_refused
 from .progress import Progress
 from .provenance import host
-from .recovery import HEARTBEAT_S, beat, fail_stale, fail_trial, requeue
+from .recovery import HEARTBEAT_S, back_to_waiting, beat, fail_stale, fail_trial, requeue
 from .records import store_attrs, trial_record
 from .storage import check_same_file
 
@@ -227,9 +227,12 @@ class Coordinator:
                     raise SweepError(f"worker {w.index} did not start within {WORKER_START_S} s")
 
     def _drop_pending(self, reason: str) -> None:
-        """Pending trials that will not start now: failed and queued again for the next run."""
+        """Pending trials that will not start now: back to WAITING for the next run, which runs
+        them first (failed and queued again where the storage cannot)."""
         for r in self.pending:
             with self.held():
+                if back_to_waiting(self.study, r.trial._trial_id):
+                    continue
                 frozen = self.study._storage.get_trial(r.trial._trial_id)
                 if fail_trial(self.study, r.trial._trial_id, reason):
                     requeue(self.study, frozen, reason)
@@ -440,11 +443,16 @@ class Coordinator:
             raise SweepError(f"{self.consecutive_failures} trials failed in a row (last: {reason}); stopping the sweep")
 
     def fail_all_running(self, reason: str) -> None:
-        """On Ctrl-C or an error: this run's RUNNING trials (pending ones too) become FAIL with the
-        reason, never left RUNNING."""
+        """On Ctrl-C or an error: none of this run's trials is left RUNNING. Those that reported
+        an epoch become FAIL with the reason; those that never trained (asked ahead and pending,
+        or stopped inside their first epoch) go back to WAITING, for the next run to take first
+        with the same parameters and seed."""
         try:
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if t.user_attrs.get("run_id") == self.run_id:
+                    with contextlib.suppress(Exception):  # (a full disk: failing it is tried all the same)
+                        if not t.intermediate_values and back_to_waiting(self.study, t._trial_id):
+                            continue
                     fail_trial(self.study, t._trial_id, reason)
         except Exception:  # noqa: BLE001 - the storage is gone: the error on its way out says so, and
             pass  # the trials' heartbeats stop, so the next process to look fails and re-queues them

@@ -60,6 +60,27 @@ def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
         return False
 
 
+def back_to_waiting(study: optuna.Study, trial_id: int) -> bool:
+    """A RUNNING trial that never reported an epoch goes back to WAITING, as if never asked: the
+    next `ask` anywhere runs it first, with the parameters it has and its seed, and nothing records
+    it as failed. Its heartbeat goes with it: an old one would make it look abandoned the moment it
+    runs again. False where the storage cannot (a storage proxy) or the trial is no longer RUNNING
+    or has an epoch: the caller fails it instead."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return False
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session) as session:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+        if trial.state != TrialState.RUNNING or trial.intermediate_values:
+            return False
+        trial.state = TrialState.WAITING
+        session.query(models.TrialHeartbeatModel).filter(models.TrialHeartbeatModel.trial_id == trial_id).delete()
+    return True
+
+
 def recover_abandoned(study: optuna.Study) -> list[int]:
     """Fail and re-queue RUNNING trials of dead processes: by pid on this host, by heartbeat elsewhere."""
     me = host()

@@ -328,4 +328,43 @@ def test_ctrl_c_inside_optunas_ask_leaves_no_trial_unowned(tmp_path):
     (trial,) = study.get_trials(deepcopy=False)
     assert trial.state == TrialState.RUNNING and trial.user_attrs["run_id"] == coordinator.run_id
     coordinator.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
-    assert study.get_trials(deepcopy=False)[0].state == TrialState.FAIL
+    assert study.get_trials(deepcopy=False)[0].state == TrialState.WAITING  # it never trained: not a failure
+
+
+def test_trials_that_never_trained_wait_for_the_next_run_which_takes_them_first(tmp_path):
+    """Ctrl-C (or an error) fails only the trials that reported an epoch. Trials asked ahead and
+    pending, or stopped inside their first epoch, go back to WAITING with their parameters and
+    seed; the next run asks them first, as the same trials, with no stale heartbeat."""
+    from sweep.coordinator import Coordinator
+    from sweep.sampling import distributions
+    from sweep.storage import open_storage
+    from sweep.study_file import load_study_file
+
+    (tmp_path / "s.toml").write_text(TINY_STUDY)
+    spec = load_study_file(str(tmp_path / "s.toml"))
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    study = optuna.create_study(storage=open_storage(url, create=True), study_name="w", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+    first = Coordinator(study, spec, distributions(spec), 3, 10, None, progress=False)
+    trained, pending, started = first._ask(), first._ask(), first._ask()
+    trained.trial.report(0.3, 1)  # one epoch reported: it trained
+    first.pending = [pending]
+    params = {r.trial.number: (r.trial.params, r.trial.user_attrs["seed"]) for r in (pending, started)}
+    first.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {0: TrialState.FAIL, 1: TrialState.WAITING, 2: TrialState.WAITING}
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "w.db") as db:  # no heartbeat left to make them look abandoned when they run
+        beats = dict(db.execute("SELECT t.number, count(h.trial_id) FROM trials t LEFT JOIN trial_heartbeats h "
+                                "ON h.trial_id = t.trial_id GROUP BY t.number"))
+    assert beats == {0: 1, 1: 0, 2: 0}
+
+    second = Coordinator(study, spec, distributions(spec), 3, 10, None, progress=False)
+    again = [second._ask(), second._ask()]
+    assert sorted(r.trial.number for r in again) == [1, 2]  # the waiting trials come first, as themselves
+    for r in again:
+        assert (r.trial.params, r.trial.user_attrs["seed"]) == params[r.trial.number]
+        assert r.trial.user_attrs["run_id"] == second.run_id and r.config["seed"] == params[r.trial.number][1]
+    assert second._ask().trial.number == 3  # then new ones
+    assert "fail_reason" not in study.get_trials(deepcopy=False)[1].user_attrs

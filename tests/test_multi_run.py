@@ -95,9 +95,12 @@ def test_ctrl_c_leaves_no_multi_member_running(tmp_path):
     url = f"sqlite:///{tmp_path / 'int.db'}"
     run = cli("run", "--trials", 6, "--study", mixed(tmp_path, epochs="{ low = 8, high = 8 }", name="mi"),
               "--engine", "multi:2", "--storage", url)
-    wait_for(lambda: sum(1 for t in load(url, "mi").trials if t.state == TrialState.RUNNING) >= 2)
+    wait_for(lambda: sum(1 for t in load(url, "mi").trials
+                         if t.state == TrialState.RUNNING and t.intermediate_values) >= 2)
     run.send_signal(signal.SIGINT)
     code, _, err = finish(run)
     assert code == 130, err
-    states = [t.state for t in load(url, "mi").trials]
+    trials = load(url, "mi").trials
+    states = [t.state for t in trials]
     assert TrialState.RUNNING not in states and states.count(TrialState.FAIL) >= 2
+    assert all((t.state == TrialState.FAIL) == bool(t.intermediate_values) for t in trials if t.state != TrialState.COMPLETE)
