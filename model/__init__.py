@@ -14,6 +14,7 @@ _LAZY = {
     "fused_optim": ("FusedOptimizer",),
     "fused_train": ("FusedTrainer", "fuse_key", "outcome", "train_fused"),
     "multi_train": ("MultiTrainer", "train_multi"),
+    "auto_engine": ("choose_engine",),
     "trial_run": ("DeviceData", "TrialRun"),
     "training": ("TrainResult", "check_compile", "evaluate", "make_lr_schedule", "train"),
 }

@@ -32,7 +32,7 @@ PerGpuOpt = Annotated[Optional[int], typer.Option(min=1, metavar="K", help="Work
 TimeoutOpt = Annotated[Optional[float], typer.Option(min=0, metavar="SECONDS", help="Start no new trial after this many seconds.")]
 KeepTopOpt = Annotated[int, typer.Option(min=0, metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
 CompileOpt = Annotated[str, typer.Option(metavar="MODE", help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only); speed only, see docs/benchmarks.md.")]
-EngineOpt = Annotated[str, typer.Option(metavar="plain|fused[:K]|multi[:K]", help="How a worker trains: plain, one trial at a time; fused, up to K trials (16) that share batch size, width, optimizer and precision as one network; multi, up to K trials (4) of any hyperparameters side by side. See README, 'Engines'.")]
+EngineOpt = Annotated[str, typer.Option(metavar="plain|auto|fused[:K]|multi[:K]", help="How a worker trains: plain, one trial at a time; multi, up to K trials (4) of any hyperparameters side by side; fused, up to K trials (16) that share batch size, width, optimizer and precision as one network; auto, on a GPU the fastest of these as each worker measures it at its start (plain elsewhere). See README, 'Engines'.")]
 
 
 def _version(value: bool) -> None:

@@ -264,6 +264,8 @@ class Coordinator:
                 raise SweepError("a worker loaded different data than the coordinator (the file changed?)")
             w.ready = True
             self.start_deaths = 0
+            if w.engine == "auto" and len(msg) > 3:
+                self._auto_chosen(w, *msg[3:6])
             return
         r = w.running.get(msg[1]) if kind != "oom" or msg[1] is not None else None
         self.replied = False
@@ -287,6 +289,20 @@ class Coordinator:
                 raise SweepError(f"{self.consecutive_takeovers} trials in a row were taken over as abandoned while "
                                  f"this process ran them: its heartbeat (every {HEARTBEAT_S} s) comes later than "
                                  "the other processes' grace period allows; stopping")
+
+    def _auto_chosen(self, w: Worker, engine: str, k: int, choice: dict | None) -> None:
+        """An auto worker measured its engine: it trains so from now on (at most as many trials
+        as an out-of-memory left it), and the first one says so."""
+        w.engine, w.capacity = engine, max(1, min(k, w.capacity))
+        if not getattr(self, "auto_said", False) and choice:
+            self.auto_said = True
+            if "error" in choice:
+                what = f"measuring failed ({choice['error']}); plain"
+            else:
+                figures = ", ".join(f"{c} {v:,.0f}" for c, v in choice.get("figures", {}).items())
+                what = (f"{engine}{f':{k}' if engine != 'plain' else ''} "
+                        f"({'cached' if choice.get('cached') else 'measured'}, images/s: {figures})")
+            print(f"sweep: --engine auto: {what}", file=sys.stderr)
 
     def _answer_dropped(self, w: Worker, msg: tuple) -> None:
         """Messages about a dropped trial: stop it, keep no weights, free the slot when it ends."""

@@ -23,8 +23,10 @@ from .errors import SweepError
 # How a worker trains (--engine): plain, one trial at a time; fused, up to K trials that share
 # model.FUSE_KEYS as one network (model.FusedTrainer); multi, up to K trials of any hyperparameters
 # side by side, a step each in turn, each on a CUDA stream of its own (model.MultiTrainer).
-ENGINES = ("plain", "fused", "multi")
-ENGINE_FORMS = "plain, fused[:K] or multi[:K]"
+# auto: on a GPU each worker measures the candidates at its start (model.auto_engine) and trains
+# with the fastest, never slower than plain; elsewhere it is plain.
+ENGINES = ("plain", "fused", "multi", "auto")
+ENGINE_FORMS = "auto, plain, fused[:K] or multi[:K]"
 # K where --engine names none. fused: 16 measured 1.22x one plain trial on an H200 (docs/benchmarks.md);
 # multi: unmeasured on GPUs so far, and each member holds a whole network and optimizer state.
 DEFAULT_CONCURRENT = {"fused": 16, "multi": 4}
@@ -47,7 +49,7 @@ class Worker:
     proc: mp.Process
     conn: object
     capacity: int = 1  # trials at once: its fused group's or multi trainer's size (1: one plain trial)
-    engine: str = "plain"  # one of ENGINES
+    engine: str = "plain"  # one of ENGINES; auto until the worker says what it measured fastest
     ready: bool = False
     started: float = field(default_factory=time.perf_counter)
     running: dict[int, Running] = field(default_factory=dict)  # trial number -> trial
@@ -118,10 +120,12 @@ def stop_fork_server() -> None:
 
 class Pool:
     def __init__(self, n: int, devices: list[tuple[str, int | None]], data_args: dict, threads: int,
-                 compile: str = "off", engine: str = "plain", concurrent: int = 1):
+                 compile: str = "off", engine: str = "plain", concurrent: int = 1, auto: dict | None = None):
+        """`auto` (engine auto): the study's `probe` configuration and whether its trials are
+        `fusable`, for the worker's measurement."""
         self.ctx = _context()
         self.data_args, self.threads, self.compile = data_args, threads, compile
-        self.engine, self.concurrent = engine, concurrent
+        self.engine, self.concurrent, self.auto = engine, concurrent, auto
         self.workers: list[Worker] = [self._spawn(i, *devices[i % len(devices)]) for i in range(n)]
 
     def _spawn(self, index: int, device: str, gpu: int | None, capacity: int | None = None) -> Worker:
@@ -131,8 +135,9 @@ class Pool:
         if gpu is not None:  # the worker sees exactly its GPU (read when CUDA initialises, in the worker)
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         parent, child = self.ctx.Pipe()
+        auto = {**self.auto, "device": device} if self.engine == "auto" else None
         proc = self.ctx.Process(target=worker_main, args=(child, self.data_args, self.threads, env, self.compile,
-                                                          self.engine), daemon=True, name=f"sweep-worker-{index}")
+                                                          self.engine, auto), daemon=True, name=f"sweep-worker-{index}")
         proc.start()
         child.close()
         return Worker(index, device, gpu, proc, parent, capacity=capacity or self.concurrent, engine=self.engine)
@@ -169,10 +174,10 @@ def parse_engine(engine: str) -> tuple[str, int]:
 
     text("--engine", engine, 40)
     kind, colon, k = engine.strip().partition(":")
-    if kind not in ENGINES or (kind == "plain" and colon):
+    if kind not in ENGINES or (kind in ("plain", "auto") and colon):
         raise SweepError(f"--engine {engine}: expected {ENGINE_FORMS}")
-    if not colon:
-        return kind, DEFAULT_CONCURRENT.get(kind, 1)
+    if not colon:  # auto: the most its worker may choose, until it has
+        return kind, DEFAULT_CONCURRENT.get(kind, MAX_CONCURRENT if kind == "auto" else 1)
     try:
         n = int(k)
     except ValueError:
@@ -217,6 +222,8 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
         slots = [("cuda", g) for _ in range(k) for g in gpus]
         # A worker that runs out of memory halves its group, so too large a K costs one retry.
         return n, slots, max(1, cores // n), kind, k_trials
+    if kind == "auto":  # off CUDA, one trial at a time measured fastest (docs/benchmarks.md)
+        kind, k_trials = "plain", 1
     dev = "cpu" if device == "auto" and not _mps() else ("mps" if device == "auto" else device)
     n = workers if workers is not None else 1
     # Workers split the cores: oversubscribed threads measured 26-44% slower here.

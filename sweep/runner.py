@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from data import Dataset
+from model import FUSE_KEYS
 
 from .coordinator import FINISHED, Coordinator, count_finished, trial_seed
 from .errors import SweepError
@@ -139,6 +140,29 @@ class InterruptOnce:
 # ---------------------------------------------------------------- the coordinator
 
 
+def probe_config(spec: StudySpec, dists: dict) -> dict:
+    """A study's typical trial, for --engine auto to measure: each searched number at the middle
+    of its range (geometric, on a log scale), the middle of numeric choices, the first of others."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    params = {}
+    for name, d in dists.items():
+        if isinstance(d, CategoricalDistribution):
+            numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in d.choices)
+            params[name] = sorted(d.choices)[len(d.choices) // 2] if numeric else d.choices[0]
+        else:
+            mid = (d.low * d.high) ** 0.5 if d.log else (d.low + d.high) / 2
+            if isinstance(d, IntDistribution):
+                mid = d.low + round((mid - d.low) / d.step) * d.step
+            elif d.step is not None:
+                mid = d.low + round((mid - d.low) / d.step) * d.step
+            params[name] = mid
+    try:
+        return spec.config_for(params, 0).to_dict()
+    except ValueError:  # a combination no trial could train with (the sampler never asks it): the fixed part alone
+        return spec.config_for({}, 0).to_dict()
+
+
 def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str | None = None,
               add: bool = False, device: str = "auto", timeout_s: float | None = None,
               seed: int | None = None, progress: bool = True, workers: int | None = None,
@@ -189,7 +213,8 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         pool = None
         clean = False
         try:
-            pool = Pool(n_workers, slots, data_args, threads, compile, engine_kind, concurrent)
+            auto = {"probe": probe_config(spec, dists), "fusable": not any(k in spec.search for k in FUSE_KEYS)}
+            pool = Pool(n_workers, slots, data_args, threads, compile, engine_kind, concurrent, auto)
             coordinator.loop(pool, data.content_hash, interrupt)
             check_same_file(storage)  # deleted during the last trial: its result went with the file
             clean = True

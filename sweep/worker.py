@@ -95,8 +95,12 @@ def _die_with_coordinator(conn) -> None:
     threading.Thread(target=watch, daemon=True, name="sweep-coordinator-watch").start()
 
 
-def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "off", engine: str = "plain") -> None:
+def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "off", engine: str = "plain",
+                auto: dict | None = None) -> None:
     """Process entry point. Messages out: ready, epoch, done, saved, oom, error.
+
+    Engine auto: before `ready` the worker measures the candidates (`auto`: device, probe config,
+    fusable) and says in `ready` which engine and K it trains with, and what it measured.
 
     `compile` is the engine option of `model.train`; the worker lives across trials, so a compiled
     graph is built by its first trial and reused by every later one of the same shapes."""
@@ -118,7 +122,16 @@ def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "
     except Exception as e:  # the coordinator loaded the same data already: report, don't hang
         conn.send(("error", None, f"worker could not load the data: {e}"))
         return
-    conn.send(("ready", os.getpid(), dataset.content_hash))
+    k, choice = None, None
+    if engine == "auto":
+        from model import TrainConfig, choose_engine
+
+        try:
+            choice = choose_engine(dataset, TrainConfig(**auto["probe"]), auto["device"], fusable=auto["fusable"])
+            engine, k = choice["engine"], choice["k"]
+        except Exception as e:  # noqa: BLE001 - a measurement that fails costs the speed-up, not the run
+            engine, k, choice = "plain", 1, {"error": _one_line(e)}
+    conn.send(("ready", os.getpid(), dataset.content_hash, engine, k, choice))
     try:
         {"plain": _plain_loop, "fused": _fused_loop, "multi": _multi_loop}[engine](conn, dataset, compile, _Faults(env))
     except (BrokenPipeError, EOFError, ConnectionResetError, OSError):

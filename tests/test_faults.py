@@ -248,18 +248,20 @@ def test_worker_plan_on_gpus_and_cpus(monkeypatch):
     assert plan_workers("cpu", 1, None, None, engine="fused:3")[3:] == ("fused", 3)
     assert plan_workers("cpu", 1, None, None, engine="multi")[3:] == ("multi", 4)
     assert plan_workers("cpu", 1, None, None, engine="fused")[3:] == ("fused", 16)
+    assert plan_workers("cpu", 1, None, None, engine="auto")[3:] == ("plain", 1)  # off CUDA auto is plain
     assert n == 2 and slots == [("cpu", None)] and threads == max(1, (os.cpu_count() or 1) // 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setattr("sweep.pool.GPU_DEVICE_NODES", (os.devnull,))  # a node that exists
     n, slots, _, _, _ = plan_workers("auto", None, None, None)
+    assert plan_workers("auto", None, None, None, engine="auto")[3:] == ("auto", 256)  # each worker measures
     assert n == 4 and [g for _, g in slots] == [0, 1, 2, 3]  # one worker per GPU by default
     n, slots, _, _, _ = plan_workers("auto", None, [1, 3], 2)
     assert n == 4 and sorted(g for _, g in slots) == [1, 1, 3, 3]  # two trials packed on each
     assert plan_workers("cuda:2", None, None, None)[1] == [("cuda", 2)]
     with pytest.raises(SweepError, match="only 4 GPU"):
         plan_workers("auto", None, [7], None)
-    for bad in ("0", "fused:0", "multi:-2", "multi:many", "plain:2", "fused:257", "auto"):
+    for bad in ("0", "fused:0", "multi:-2", "multi:many", "plain:2", "fused:257", "auto:4", "fast"):
         with pytest.raises(SweepError, match="--engine"):
             plan_workers("cpu", None, None, None, engine=bad)
 
