@@ -23,6 +23,8 @@ MAX_RETRIES = 2  # re-queues of a trial whose process died (same parameters and 
 # Optuna's gRPC proxy carries no heartbeats: through it, a heartbeat is this system attribute,
 # which `sweep proxy` records as a real heartbeat instead of storing it (sweep.proxy).
 HEARTBEAT_ATTR = "sweep:heartbeat"
+# What a trial records when it is handed to a worker; a RUNNING trial without them waits for a slot.
+WORKER_ATTRS = ("worker", "worker_pid", "gpu_index")
 
 
 def beat(storage, trial_id: int) -> None:
@@ -78,6 +80,9 @@ def back_to_waiting(study: optuna.Study, trial_id: int) -> bool:
             return False
         trial.state = TrialState.WAITING
         session.query(models.TrialHeartbeatModel).filter(models.TrialHeartbeatModel.trial_id == trial_id).delete()
+        # no longer any worker's: `sweep studies` counts a RUNNING trial with a worker as training
+        attrs = models.TrialUserAttributeModel
+        session.query(attrs).filter(attrs.trial_id == trial_id, attrs.key.in_(WORKER_ATTRS)).delete()
     return True
 
 

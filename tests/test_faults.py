@@ -333,33 +333,43 @@ def test_ctrl_c_inside_optunas_ask_leaves_no_trial_unowned(tmp_path):
     assert study.get_trials(deepcopy=False)[0].state == TrialState.WAITING  # it never trained: not a failure
 
 
-def test_trials_that_never_trained_wait_for_the_next_run_which_takes_them_first(tmp_path):
+def test_trials_that_never_trained_wait_for_the_next_run_which_takes_them_first(url, tmp_path):
     """Ctrl-C (or an error) fails only the trials that reported an epoch. Trials asked ahead and
     pending, or stopped inside their first epoch, go back to WAITING with their parameters and
     seed; the next run asks them first, as the same trials, with no stale heartbeat."""
     from sweep.coordinator import Coordinator
+    from sweep.records import store_attrs
     from sweep.sampling import distributions
     from sweep.storage import open_storage
+    from sweep.stored import study_rows
     from sweep.study_file import load_study_file
 
     (tmp_path / "s.toml").write_text(TINY_STUDY)
     spec = load_study_file(str(tmp_path / "s.toml"))
-    url = f"sqlite:///{tmp_path / 'w.db'}"
-    study = optuna.create_study(storage=open_storage(url, create=True), study_name="w", direction="maximize",
+    storage = open_storage(url, create=True)
+    study = optuna.create_study(storage=storage, study_name="never-trained", direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=1))
     first = Coordinator(study, spec, distributions(spec), 3, 10, None, progress=False)
     trained, pending, started = first._ask(), first._ask(), first._ask()
     trained.trial.report(0.3, 1)  # one epoch reported: it trained
+    for r in (trained, started):  # handed to a worker, as _send records it
+        store_attrs(r.trial, {"worker": 0, "worker_pid": os.getpid()})
     first.pending = [pending]
+    (row,) = study_rows(study._storage)
+    assert (row["running"], row["training"], row["waiting"]) == (3, 2, 1)  # the pending one waits for a slot
     params = {r.trial.number: (r.trial.params, r.trial.user_attrs["seed"]) for r in (pending, started)}
     first.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     assert states == {0: TrialState.FAIL, 1: TrialState.WAITING, 2: TrialState.WAITING}
-    import sqlite3
+    (row,) = study_rows(study._storage)
+    assert (row["failed"], row["running"], row["training"], row["waiting"]) == (1, 0, 0, 2)
+    assert "worker" not in study.get_trials(deepcopy=False)[2].user_attrs  # no longer any worker's
+    from sqlalchemy import text
 
-    with sqlite3.connect(tmp_path / "w.db") as db:  # no heartbeat left to make them look abandoned when they run
-        beats = dict(db.execute("SELECT t.number, count(h.trial_id) FROM trials t LEFT JOIN trial_heartbeats h "
-                                "ON h.trial_id = t.trial_id GROUP BY t.number"))
+    with storage.engine.connect() as db:  # no heartbeat left to make them look abandoned when they run
+        beats = dict(db.execute(text(
+            "SELECT t.number, count(h.trial_id) FROM trials t LEFT JOIN trial_heartbeats h "
+            "ON h.trial_id = t.trial_id WHERE t.study_id = :s GROUP BY t.number"), {"s": study._study_id}).all())
     assert beats == {0: 1, 1: 0, 2: 0}
 
     second = Coordinator(study, spec, distributions(spec), 3, 10, None, progress=False)
