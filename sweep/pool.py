@@ -208,6 +208,11 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
         raise SweepError(f"--compile must be one of {', '.join(COMPILE_MODES)}, not '{compile}'")
     if compile == "cudagraphs" and not on_cuda:
         raise SweepError("--compile cudagraphs needs CUDA (CUDA is not available here, or --device is not cuda)")
+    if compile == "cudagraphs" and kind == "multi":
+        # torch.compile's graphs replay on the stream they were recorded on; multi gives each trial its own
+        raise SweepError("--compile cudagraphs and --engine multi do not go together: use one of them")
+    if compile != "off" and kind == "auto":  # auto measures eager engines; a compiled run trains one trial at a time
+        kind, k_trials = "plain", 1
     if on_cuda:
         import torch
 

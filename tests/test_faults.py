@@ -255,6 +255,9 @@ def test_worker_plan_on_gpus_and_cpus(monkeypatch):
     monkeypatch.setattr("sweep.pool.GPU_DEVICE_NODES", (os.devnull,))  # a node that exists
     n, slots, _, _, _ = plan_workers("auto", None, None, None)
     assert plan_workers("auto", None, None, None, engine="auto")[3:] == ("auto", 256)  # each worker measures
+    assert plan_workers("auto", None, None, None, compile="on", engine="auto")[3:] == ("plain", 1)
+    with pytest.raises(SweepError, match="do not go together"):
+        plan_workers("auto", None, None, None, compile="cudagraphs", engine="multi:2")
     assert n == 4 and [g for _, g in slots] == [0, 1, 2, 3]  # one worker per GPU by default
     n, slots, _, _, _ = plan_workers("auto", None, [1, 3], 2)
     assert n == 4 and sorted(g for _, g in slots) == [1, 1, 3, 3]  # two trials packed on each
