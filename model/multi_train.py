@@ -18,7 +18,6 @@ CUDA-only part: on a CPU the same code runs on the one implicit stream.
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 from typing import Hashable
 
@@ -39,7 +38,7 @@ class _Member:
     rng: tuple[torch.Tensor, torch.Tensor | None]  # its global random state (CPU, CUDA) between its steps
     stream: object | None  # its CUDA stream; None on a CPU
     step: int = 0  # the next batch of its current epoch; 0 before the epoch began
-    busy_s: float = 0.0  # this epoch's share of the rounds' seconds
+    company: int = 0  # this epoch's rounds, each counted as the number of trials stepped in it
 
 
 class MultiTrainer:
@@ -107,22 +106,22 @@ class MultiTrainer:
         records: dict[Hashable, dict] = {}
         while not records:
             live = list(self.members)
-            t0 = time.perf_counter()
             for m in live:
                 with self._as(m):
                     if m.step == 0:
                         m.run.begin_epoch()
-                        m.busy_s = 0.0
+                        m.company = 0
                     m.run.step(m.step)
                     m.step += 1
-            # One round's seconds, shared by its members: what each costs while they share the device.
-            share = (time.perf_counter() - t0) / len(live)
+                m.company += len(live)
             for m in live:
-                m.busy_s += share
                 if m.step == m.run.n_steps:
+                    # Its seconds: the epoch's wall time (the device done with it) over the mean
+                    # number of trials it shared the device with.
                     with self._as(m):
-                        record = m.run.end_epoch(busy_s=m.busy_s)
-                    record["concurrent"] = len(live)  # in the trial's history too: the same record
+                        record = m.run.end_epoch(share=m.step / m.company)
+                    # the mean number of trials at once over the epoch; in its history too (the same record)
+                    record["concurrent"] = round(m.company / m.step, 2)
                     records[m.key] = record
                     m.step = 0
         return records

@@ -162,13 +162,14 @@ class TrialRun:
         self.loss_sum += loss.detach() * len(idx)
         self.correct += (logits.detach().argmax(1) == y).sum()
 
-    def end_epoch(self, busy_s: float | None = None) -> dict:
+    def end_epoch(self, share: float = 1.0) -> dict:
         """The epoch's record (waits for the device), after evaluating on val and stepping the lr
-        schedule. `busy_s`: this trial's share of the training seconds, where it shared the
-        device with others (default: the wall time since `begin_epoch`)."""
+        schedule. `share`: this trial's share of the device over the epoch, where it trained
+        beside others (1 / the mean number of trials at once); its training seconds are that
+        share of the wall time since `begin_epoch`, measured once the device is done."""
         if self.dev.type == "cuda":
             torch.cuda.current_stream(self.dev).synchronize()
-        step_s = time.perf_counter() - self.t0 if busy_s is None else busy_s
+        step_s = (time.perf_counter() - self.t0) * share
         seen = self.n_steps * min(self.cfg.batch_size, self.n)
         self.train_s += step_s
         self.images_seen += seen
