@@ -36,15 +36,19 @@ FuseOpt = Annotated[str, typer.Option(metavar="K|auto|off", help="Train up to K 
 
 def _version(value: bool) -> None:
     if value:
-        from .provenance import sweep_version
+        import re
 
-        typer.echo(f"sweep {sweep_version()}")
+        from .provenance import DISTRIBUTION, git_commit, sweep_version
+
+        commit = git_commit()  # in a checkout: its HEAD (+dirty); anything else names no commit
+        at = f" (commit {commit})" if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{7,64}(\+dirty)?", commit) else ""
+        typer.echo(f"{DISTRIBUTION} {sweep_version()}{at}")
         raise typer.Exit()
 
 
 @app.callback()
 def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print sweep's version and exit.")] = False) -> None:
+                                                help="Print the distribution, its version and, in a checkout, the commit; then exit.")] = False) -> None:
     """Hyperparameter sweeps of the facial-emotion CNN of Qu, Dhakal & Carrillo (2023) on FER2013,
     stored in Optuna.
 
@@ -497,7 +501,16 @@ def confirm(
         typer.echo(f"trial {r['trial']}: val {r['val_mean']:.2%} +- {r['val_std']:.2%}{test} over {len(r['seeds'])} seeds")
 
 
-@app.command(short_help="Emotion probabilities for images, from the best kept weights.")
+class _ImagesUsage(typer.core.TyperCommand):
+    """Usage: sweep predict [OPTIONS] IMAGE... (Typer writes a required argument as {IMAGE})."""
+
+    def collect_usage_pieces(self, ctx):
+        import re
+
+        return [re.sub(r"\{([A-Z]+)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+
+@app.command(cls=_ImagesUsage, short_help="Emotion probabilities for images, from the best kept weights.")
 @friendly
 def predict(
     images: Annotated[list[str], typer.Argument(metavar="IMAGE", hidden=True)],

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -282,11 +283,14 @@ def test_help_reads_as_a_person_wrote_it():
     for command in ["run", "worker", "studies", "best", "dashboard", "export", "report", "bench", "confirm",
                     "predict"]:
         text = sweep(command, "--help").output
-        assert not re.search(r"<(str|int|float|int range|float range|list\[str\])>|\{images\}", text), command
+        assert not re.search(r"<(str|int|float|int range|float range|list\[str\])>|\{\w+\}", text, re.I), command
     run = sweep("run", "--help").output
     assert "--study FILE|NAME" in run and "[default: default with FER2013 in place, else quick]" in " ".join(run.split())
     assert "--study NAME" in sweep("best", "--help").output
-    assert re.match(r"sweep \d+\.\d+", sweep("--version").output)
+    assert "predict [OPTIONS] IMAGE...\n" in sweep("predict", "--help").output
+    version = sweep("--version").output.strip()
+    commit = r" \(commit [0-9a-f]{40}(\+dirty)?\)" if (Path(__file__).parents[1] / ".git").exists() else ""
+    assert re.fullmatch(rf"fer-sweep \d+\.\d+\.\d+{commit}", version), version  # a checkout names its commit
 
 
 def test_the_dashboard_names_the_metric_and_a_lowered_budget_is_said(tmp_path, tiny_study):
