@@ -32,6 +32,8 @@ TimeoutOpt = Annotated[Optional[float], typer.Option(min=0, metavar="SECONDS", h
 KeepTopOpt = Annotated[int, typer.Option(min=0, metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
 CompileOpt = Annotated[str, typer.Option(metavar="MODE", help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only); speed only, see docs/benchmarks.md.")]
 FuseOpt = Annotated[str, typer.Option(metavar="K|auto|off", help="Train up to K trials per worker as one fused network; auto: 16 on a GPU, off on a CPU. Trials fuse when they share batch size, width, optimizer and precision.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress: only warnings, errors (one line each) and the final summary line.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (keys in README) instead of text.")]
 
 
 def _version(value: bool) -> None:
@@ -178,6 +180,7 @@ def run(
     keep_top: KeepTopOpt = 3,
     compile: CompileOpt = "off",
     fuse: FuseOpt = "off",
+    quiet: QuietOpt = False,
 ):
     """Run a sweep until the study holds --trials finished trials.
 
@@ -209,19 +212,53 @@ def run(
         try:
             with sqlite_writer_lock(url):
                 st = open_storage(url, create=True, checked=True)  # checked above, before the data was read
-                typer.echo(banner, err=True)
+                if not quiet:
+                    typer.echo(banner, err=True)
                 summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
                                     timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,
                                     artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
-                                    compile=compile, fuse=fuse, announce=lambda line: typer.echo(line, err=True))
+                                    compile=compile, fuse=fuse, announce=lambda line: typer.echo(line, err=True),
+                                    progress=not quiet)
         except Interrupted:
             _say_interrupted("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.")
     best = (f"best val {summary.best_value:.2%} (trial {summary.best_number})"
             if summary.best_value is not None else "no complete trial")
     stop = {"timeout": " (stopped by --timeout)", "grid": " (the grid is exhausted)"}.get(summary.stopped_by, "")
-    typer.echo(f"study '{summary.study_name}': {summary.finished}/{summary.target} finished{stop} "
+    typer.echo(f"study '{summary.study_name}': {_finished(summary)}{stop} "
                f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed); {best}")
-    typer.echo(f"browse it: sweep dashboard{'' if storage == DEFAULT_STORAGE else ' --storage ' + mask(url)}")
+    if not quiet:
+        typer.echo(f"browse it: {how_to_call()} dashboard{'' if storage == DEFAULT_STORAGE else ' --storage ' + mask(url)}")
+
+
+def _finished(summary) -> str:
+    """'7/10 finished', or, where a lowered budget is below what the study holds, that said plainly."""
+    if summary.finished > summary.target:
+        return (f"{summary.finished} finished, more than its budget of {summary.target} "
+                f"(the budget is below what the study holds; nothing was run)")
+    return f"{summary.finished}/{summary.target} finished"
+
+
+def how_to_call() -> str:
+    """How to run sweep again from this shell: `sweep` where that is this command on PATH, else the
+    command as it was invoked (`.venv/bin/sweep` after the README's set-up, or `python -m sweep`)."""
+    import os
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(argv0)
+    if name == "__main__.py":  # python -m sweep
+        exe = sys.executable
+        rel = os.path.relpath(exe)
+        return f"{rel if not rel.startswith('..') else exe} -m sweep"
+    if name != "sweep":  # called from Python (a test, a notebook): the plain name
+        return "sweep"
+    found = shutil.which("sweep")
+    try:
+        if found and os.path.samefile(found, argv0):
+            return "sweep"
+    except OSError:
+        pass
+    return argv0 if os.sep in argv0 else os.path.abspath(argv0)
 
 
 def _default_artifact_dir(url: str) -> str:
@@ -258,6 +295,7 @@ def worker(
     keep_top: KeepTopOpt = 3,
     compile: CompileOpt = "off",
     fuse: FuseOpt = "off",
+    quiet: QuietOpt = False,
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
     from .locks import sqlite_writer_lock
@@ -276,25 +314,34 @@ def worker(
         if "target_trials" not in attrs:
             raise SweepError(f"study '{study}' was not made by `sweep run`; start it with sweep run first")
         spec, dataset = spec_and_data(s, data)
-        typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
+        if not quiet:
+            typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
         try:
             with sqlite_writer_lock(url):
                 summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
                                     timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
                                     gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, fuse=fuse,
-                                    artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
+                                    artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url),
+                                    progress=not quiet)
         except Interrupted:
             _say_interrupted("sweep: interrupted; the running trials were marked FAIL.")
-    typer.echo(f"study '{study}': {summary.finished}/{summary.target} finished; this worker ran {summary.ran}")
+    typer.echo(f"study '{study}': {_finished(summary)}; this worker ran {summary.ran}")
 
 
 @app.command(short_help="List the studies in a storage with their progress and best value.")
 @friendly
-def studies(storage: StorageOpt = DEFAULT_STORAGE):
+def studies(storage: StorageOpt = DEFAULT_STORAGE, json_out: JsonOpt = False):
     """List the studies in a storage: finished trials against the budget, trials by state, the best value."""
     from .stored import study_rows
 
     rows = study_rows(open_storage(storage, create=False))
+    if json_out:
+        import json
+
+        out = [{"study": r["study"], "data": r["data"], "budget": r["budget"], "finished": r["complete"] + r["pruned"],
+                **{k: r[k] for k in ("complete", "pruned", "failed", "running", "best_value")}} for r in rows]
+        typer.echo(json.dumps(out, indent=2))
+        return
     if not rows:
         typer.echo(f"no studies in {mask(normalize(storage))}")
         return
@@ -313,11 +360,17 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE):
 def best(
     study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
+    json_out: JsonOpt = False,
 ):
     """Print the best trial of a study: value, parameters and how it was measured."""
-    from .stored import best_trial_lines, pick_study
+    from .stored import best_record, best_trial_lines, pick_study
 
     s = pick_study(open_storage(storage, create=False), study)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(best_record(s), indent=2))
+        return
     for line in best_trial_lines(s):
         typer.echo(line)
 

@@ -103,21 +103,44 @@ def test_nothing_to_train_starts_no_worker_process(tmp_path, tiny_study, monkeyp
     r = sweep("run", "--trials", 2, *args)
     assert r.exit_code == 0 and "2/2 finished" in r.output
     r = sweep("worker", "--study", "tiny", "--storage", db(tmp_path))
-    assert r.exit_code == 0 and "this worker ran 0" in r.output
+    assert r.exit_code == 0 and "this worker ran 0" in r.output and "joining study 'tiny'" in r.stderr
+    r = sweep("worker", "--study", "tiny", "--storage", db(tmp_path), "--quiet")
+    assert r.exit_code == 0 and r.stderr == "" and "this worker ran 0" in r.stdout
     r = sweep("run", "--trials", 4, *args, "--timeout", 0)
     assert r.exit_code == 0 and "2/4 finished (stopped by --timeout)" in r.output
     assert optuna.load_study(study_name="tiny", storage=db(tmp_path)).user_attrs["target_trials"] == 4
 
 
 def test_studies_and_best_commands(tmp_path, tiny_study):
-    sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--name", "alpha")
+    r = sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--name", "alpha", "--quiet")
+    assert r.exit_code == 0, r.output
+    # --quiet: the summary line and nothing else (no banner, no progress, no hint)
+    assert r.stderr == "" and r.stdout.count("\n") == 1 and "'alpha': 2/2 finished" in r.stdout, r.output
     r = sweep("studies", "--storage", db(tmp_path))
     assert r.exit_code == 0 and "alpha" in r.output and "synthetic" in r.output
     assert r.output.splitlines()[1].split()[2] == "2/2"  # finished / the study's budget
     r = sweep("best", "--storage", db(tmp_path))
     study = optuna.load_study(study_name="alpha", storage=db(tmp_path))
     assert r.exit_code == 0 and f"best trial {study.best_trial.number}" in r.output
-    assert f"{study.best_value:.4f}" in r.output
+    assert f"val accuracy   {study.best_value:.2%}" in r.output  # a percentage, as every command prints it
+
+    r = sweep("studies", "--storage", db(tmp_path), "--json")
+    assert r.exit_code == 0 and r.stderr == ""
+    assert json.loads(r.stdout) == [{"study": "alpha", "data": "synthetic", "budget": 2, "finished": 2,
+                                     "complete": sum(t.state == TrialState.COMPLETE for t in study.trials),
+                                     "pruned": sum(t.state == TrialState.PRUNED for t in study.trials),
+                                     "failed": 0, "running": 0, "best_value": study.best_value}]
+    r = sweep("best", "--storage", db(tmp_path), "--json")
+    assert r.exit_code == 0 and r.stderr == ""
+    best = json.loads(r.stdout)
+    a = study.best_trial.user_attrs
+    assert list(best) == ["study", "data", "trial", "val_acc", "test_acc", "params", "fixed", "epochs_run",
+                          "train_s", "images_per_s", "device_name", "precision", "seed", "git_commit"]
+    assert (best["study"], best["data"], best["trial"], best["val_acc"]) == \
+        ("alpha", "synthetic", study.best_trial.number, study.best_value)
+    assert best["params"] == study.best_params and best["fixed"] == {"width": 0.0625}
+    assert (best["test_acc"], best["seed"], best["epochs_run"]) == (a["test_acc"], a["seed"], a["epochs_run"])
+    assert sweep("studies", "--storage", str(tmp_path / "none.db"), "--json").exit_code == 2
 
 
 def test_study_name_clash_with_other_data_is_refused(tmp_path, tiny_study):
@@ -128,6 +151,8 @@ def test_study_name_clash_with_other_data_is_refused(tmp_path, tiny_study):
     (other / "tiny.toml").write_text(text)
     r = sweep("run", "--trials", 2, "--study", other / "tiny.toml", "--storage", db(tmp_path))
     assert r.exit_code == 2 and "already exists with a different" in r.output
+    r = sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--seed", 5)
+    assert r.exit_code == 2 and "already exists with seed 3 (this run asks for 5); pass --seed 3" in r.output
 
 
 def test_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
