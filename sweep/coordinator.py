@@ -29,7 +29,7 @@ from .errors import SweepError
 from .locks import budget_lock
 from .pool import Pool, Running, Worker
 from .proxy import budget_refused
-from .progress import Progress
+from .progress import Progress, mean_epochs
 from .provenance import host
 from .recovery import HEARTBEAT_S, beat, fail_stale, fail_trial, requeue
 from .records import store_attrs, trial_record
@@ -73,7 +73,8 @@ class Coordinator:
         self.start_deaths = 0  # workers that died in a row before they were ready
         self.replied = False  # whether the worker's message being handled has had its answer
         self.held = contextlib.nullcontext  # a step a Ctrl-C must not split (runner.InterruptOnce.held)
-        self.bar = Progress(target, count_finished(study), self._best()[0]) if progress else None
+        self.bar = Progress(target, count_finished(study), self._best()[0],
+                            epochs_per_trial=mean_epochs(spec)) if progress else None
 
     # ---- asking
 

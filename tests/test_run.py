@@ -37,6 +37,7 @@ def test_run_three_trials_into_sqlite(tmp_path, tiny_study):
     r = sweep("run", "--trials", 3, "--study", tiny_study, "--storage", db(tmp_path), "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert "3/3 finished" in r.output
+    assert "for the remaining 2 trials at the current pace" in r.stderr  # said once the first trial is done
     study = optuna.load_study(study_name="tiny", storage=db(tmp_path))
     assert len(finished(study)) == 3 and len(study.trials) == 3
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -326,6 +327,44 @@ def test_progress_in_a_log_prints_trials_and_throttled_epochs(monkeypatch):
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("1/4 trials | best val 50.00% | trial 1 epoch 2/10 val 45.00%")
     assert "2/4 trials | best val 60.00% | trial 1 complete val 60.00% in 3.2s" in lines[1]
+
+
+def test_progress_estimates_the_time_left_from_the_range_and_the_pace(monkeypatch):
+    """Said once the run's first trial is done, then in every progress line: epochs left (trials
+    left x the study's mean epochs, less what running trials did) x wall seconds per epoch."""
+    import io
+    import types
+
+    from sweep import progress
+    from sweep.study_file import Param
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(progress, "QUIET_S", 10**6)  # no sign-of-life epoch lines here
+    out = io.StringIO()
+    bar = progress.Progress(total=12, done=0, best=None, stream=out, epochs_per_trial=4)
+    for epoch in (1, 2, 3, 4):  # trial 0: its first epoch report starts the clock, then 10 s an epoch
+        bar.epoch(0, epoch, 4, 0.3)
+        clock[0] += 10
+    bar.epoch(1, 1, 4, 0.3)  # trial 1 runs meanwhile (a second worker)
+    assert bar.seconds_left() is None and "left" not in out.getvalue()  # no estimate before a trial is done
+    bar.done = 1
+    bar.trial_done(0, "COMPLETE", 0.5, 40.0)
+    # pace: 40 s over 4 epochs after the first = 10 s; left: 11 trials x 4 epochs - 1 done = 43 epochs
+    assert bar.pace() == 10 and bar.epochs_left() == 43 and bar.seconds_left() == 430
+    lines = out.getvalue().splitlines()
+    assert "1/12 trials | best val - | ~7 min left | trial 0 complete" in lines[0]
+    assert lines[1].startswith("estimate: about 7 minutes for the remaining 11 trials at the current pace (10.00 s per epoch, "
+                               "4 epochs per trial")
+    bar.done = 2
+    bar.trial_done(1, "PRUNED", None, 5.0)
+    assert len(out.getvalue().splitlines()) == 3 and "~7 min left" in out.getvalue().splitlines()[2]  # said once
+    assert progress.say_duration(30) == "under a minute" and progress.say_duration(3 * 3600) == "about 3.0 hours"
+    spec = types.SimpleNamespace(search={"epochs": Param("epochs", low=2, high=6)}, fixed={})
+    assert progress.mean_epochs(spec) == 4
+    assert progress.mean_epochs(types.SimpleNamespace(search={"epochs": Param("epochs", choices=(5, 10))}, fixed={})) == 7.5
+    assert progress.mean_epochs(types.SimpleNamespace(search={}, fixed={"epochs": 30})) == 30
+    assert progress.mean_epochs(types.SimpleNamespace(search={}, fixed={})) == 200  # the paper's run
 
 
 def test_versions_name_sweeps_own_version_when_run_from_a_checkout(monkeypatch):
