@@ -141,8 +141,9 @@ class _OneLine:
 
     def flush(self) -> None:
         text, self.parts = "".join(self.parts), []
-        if text.strip():
-            self.say(f"sweep dashboard: {self.where}: {first_line(text)}")
+        finding = first_line(text)
+        if finding and finding not in ("KeyboardInterrupt", "SystemExit"):  # Ctrl-C mid-request: no error
+            self.say(f"sweep dashboard: {self.where}: {finding}")
 
 
 def quiet_server(host: str, port: int, app, announce):
@@ -150,7 +151,7 @@ def quiet_server(host: str, port: int, app, announce):
     its access line per request: an error is one line on the console, never a traceback."""
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-    say = lambda line: announce(line)  # noqa: E731
+    say = announce
 
     class Handler(WSGIRequestHandler):
         def log_message(self, format, *args):  # noqa: A002 - the access line per request
