@@ -233,8 +233,8 @@ def run(
 def _finished(summary) -> str:
     """'7/10 finished', or, where a lowered budget is below what the study holds, that said plainly."""
     if summary.finished > summary.target:
-        return (f"{summary.finished} finished, more than its budget of {summary.target} "
-                f"(the budget is below what the study holds; nothing was run)")
+        return (f"{summary.finished} finished, more than its budget of {summary.target} (the budget is below "
+                f"what the study holds{'; nothing was run' if not summary.ran else ''})")
     return f"{summary.finished}/{summary.target} finished"
 
 
