@@ -29,7 +29,7 @@ from .errors import SweepError
 from .locks import budget_lock
 from .pool import Pool, Running, Worker
 from .proxy import budget_refused
-from .progress import Progress, mean_epochs
+from .progress import Progress, earlier_pace, mean_epochs
 from .provenance import host
 from .recovery import HEARTBEAT_S, beat, fail_stale, fail_trial, requeue
 from .records import store_attrs, trial_record
@@ -187,6 +187,8 @@ class Coordinator:
         self.pool = pool
         if interrupt is not None:
             self.held = interrupt.held
+        if self.bar:
+            self.bar.start(earlier_pace(self.study.get_trials(deepcopy=False)))
         while True:
             if interrupt is not None and interrupt.fired:
                 raise KeyboardInterrupt

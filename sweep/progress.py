@@ -6,8 +6,9 @@ On a terminal it redraws one line; elsewhere (logs, CI) it prints a line per fin
 The time left is an estimate: the epochs the budget still needs (trials left times the mean
 epochs a trial of the study runs, from its `epochs` range or value, less the epochs the running
 trials have done) times this run's pace (wall seconds per epoch since its first epoch, so every
-overhead and parallel worker is in it). It is said once the first trial of the run finishes, and
-updated in the progress line after that.
+overhead and parallel worker is in it). A run that resumes a study says it as it starts, at the
+pace of the study's last run; every run says it once its own first trial finishes, at its own
+pace, and updates it in the progress line after that.
 """
 
 from __future__ import annotations
@@ -31,6 +32,22 @@ def mean_epochs(spec) -> float:
     if p.choices is not None:
         return sum(p.choices) / len(p.choices)
     return (p.low + p.high) / 2
+
+
+def earlier_pace(trials) -> float | None:
+    """Wall seconds per epoch of the study's last run (its trials' run_id): from its first trial's
+    start to its last one's end, over the epochs its finished trials ran. None for a new study."""
+    runs: dict = {}
+    for t in trials:
+        epochs = t.user_attrs.get("epochs_run")
+        if t.state.name in ("COMPLETE", "PRUNED") and t.datetime_start and t.datetime_complete and epochs:
+            runs.setdefault(t.user_attrs.get("run_id"), []).append(t)
+    if not runs:
+        return None
+    last = max(runs.values(), key=lambda ts: max(t.datetime_complete for t in ts))
+    wall = (max(t.datetime_complete for t in last) - min(t.datetime_start for t in last)).total_seconds()
+    epochs = sum(t.user_attrs["epochs_run"] for t in last)
+    return wall / epochs if wall > 0 else None
 
 
 def say_duration(seconds: float) -> str:
@@ -60,16 +77,30 @@ class Progress:
         self._running: dict[int, int] = {}  # trial -> epochs it has reported
         self._trials_done = 0  # finished in this run
         self.estimate_said = False
+        self.earlier_pace: float | None = None  # the study's last run's, until this run has its own
 
     def _bar(self, width: int = 20) -> str:
         filled = int(width * self.done / max(1, self.total))
         return "#" * filled + "-" * (width - filled)
 
     def pace(self) -> float | None:
-        """Wall seconds per epoch in this run; None until a trial of the run finished."""
-        if self.epochs_per_trial is None or not self._trials_done or not self._epochs_since:
+        """Wall seconds per epoch in this run once a trial of it finished, else the study's last run's."""
+        if self.epochs_per_trial is None:
             return None
+        if not self._trials_done or not self._epochs_since:
+            return self.earlier_pace
         return (time.perf_counter() - self._first_epoch_at) / self._epochs_since
+
+    def start(self, earlier_pace: float | None) -> None:
+        """As the run starts: the estimate at the pace of the study's last run, if it had one."""
+        self.earlier_pace = earlier_pace
+        left = self.seconds_left()
+        if left is None or self.done >= self.total:
+            return
+        self.stream.write(f"estimate: {say_duration(left)} for the remaining {self.total - self.done} trials at the "
+                          f"pace of the study's last run ({earlier_pace:.2f} s per epoch, {self.epochs_per_trial:g} "
+                          "epochs per trial from the study's range); said again once this run's first trial is done\n")
+        self.stream.flush()
 
     def epochs_left(self) -> float:
         return max(0.0, max(0, self.total - self.done) * (self.epochs_per_trial or 0) - sum(self._running.values()))
@@ -123,7 +154,8 @@ class Progress:
     def _say_estimate(self) -> None:
         """Once, when the run's first trial is done: the whole remainder at the current pace."""
         left = self.seconds_left()
-        if self.estimate_said or left is None or self.done >= self.total:
+        own = self._trials_done and self._epochs_since  # this run's pace, not the last run's
+        if self.estimate_said or not own or left is None or self.done >= self.total:
             return
         self.estimate_said = True
         self.stream.write(f"estimate: {say_duration(left)} for the remaining {self.total - self.done} trials at the current "

@@ -83,7 +83,8 @@ def test_budget_is_the_studys_and_resume_runs_only_the_remainder(tmp_path, tiny_
     assert r.exit_code == 0 and "2/2 finished" in r.output
     study = optuna.load_study(study_name="tiny", storage=db(tmp_path))
     assert len(study.trials) == 2  # nothing more ran
-    assert sweep("run", "--trials", 3, *args).exit_code == 0
+    r = sweep("run", "--trials", 3, *args)
+    assert r.exit_code == 0 and "estimate: " in r.stderr and "at the pace of the study's last run" in r.stderr
     assert len(optuna.load_study(study_name="tiny", storage=db(tmp_path)).trials) == 3
     assert sweep("run", "--trials", 2, "--add", *args).exit_code == 0
     assert len(finished(optuna.load_study(study_name="tiny", storage=db(tmp_path)))) == 5
@@ -360,6 +361,24 @@ def test_progress_estimates_the_time_left_from_the_range_and_the_pace(monkeypatc
     bar.trial_done(1, "PRUNED", None, 5.0)
     assert len(out.getvalue().splitlines()) == 3 and "~7 min left" in out.getvalue().splitlines()[2]  # said once
     assert progress.say_duration(30) == "under a minute" and progress.say_duration(3 * 3600) == "about 3.0 hours"
+    out = io.StringIO()
+    resumed = progress.Progress(total=10, done=4, best=0.5, stream=out, epochs_per_trial=4)
+    resumed.start(earlier_pace=5.0)  # 6 trials x 4 epochs x 5 s
+    assert out.getvalue().startswith("estimate: about 2 minutes for the remaining 6 trials at the pace of the "
+                                      "study's last run (5.00 s per epoch")
+    assert "~2 min left" in resumed._head()
+
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2026, 1, 1)
+
+    def trial(run, start, end, epochs, state="COMPLETE"):
+        return types.SimpleNamespace(state=TrialState[state], datetime_start=t0 + timedelta(seconds=start),
+                                     datetime_complete=t0 + timedelta(seconds=end),
+                                     user_attrs={"run_id": run, "epochs_run": epochs})
+    # the last run: 60 s from its first start to its last end, 2 + 4 epochs
+    trials = [trial("a", 0, 100, 1), trial("b", 200, 230, 2), trial("b", 230, 260, 4, "PRUNED")]
+    assert progress.earlier_pace(trials) == 10 and progress.earlier_pace([]) is None
     spec = types.SimpleNamespace(search={"epochs": Param("epochs", low=2, high=6)}, fixed={})
     assert progress.mean_epochs(spec) == 4
     assert progress.mean_epochs(types.SimpleNamespace(search={"epochs": Param("epochs", choices=(5, 10))}, fixed={})) == 7.5
