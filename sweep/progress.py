@@ -99,14 +99,15 @@ class Progress:
             return
         self.stream.write(f"estimate: {say_duration(left)} for the remaining {self.total - self.done} trials at the "
                           f"pace of the study's last run ({earlier_pace:.2f} s per epoch, {self.epochs_per_trial:g} "
-                          "epochs per trial from the study's range); said again once this run's first trial is done\n")
+                          "epochs per trial on average); said again once this run's first trial is done\n")
         self.stream.flush()
 
     def epochs_left(self) -> float:
         return max(0.0, max(0, self.total - self.done) * (self.epochs_per_trial or 0) - sum(self._running.values()))
 
     def seconds_left(self) -> float | None:
-        """The time the budget still needs at this run's pace; None until a trial of the run finished."""
+        """The time the budget still needs at the pace (this run's, else the study's last run's); None
+        while neither is known."""
         pace = self.pace()
         return None if pace is None else self.epochs_left() * pace
 
@@ -159,8 +160,8 @@ class Progress:
             return
         self.estimate_said = True
         self.stream.write(f"estimate: {say_duration(left)} for the remaining {self.total - self.done} trials at the current "
-                          f"pace ({self.pace():.2f} s per epoch, {self.epochs_per_trial:g} epochs per trial from the "
-                          "study's range); the progress line keeps it up to date\n")
+                          f"pace ({self.pace():.2f} s per epoch, {self.epochs_per_trial:g} epochs per trial on "
+                          "average); the progress line keeps it up to date\n")
 
     def _draw(self, text: str) -> None:
         pad = max(0, len(self._last) - len(text))
