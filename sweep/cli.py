@@ -33,19 +33,25 @@ TimeoutOpt = Annotated[Optional[float], typer.Option(min=0, metavar="SECONDS", h
 KeepTopOpt = Annotated[int, typer.Option(min=0, metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
 CompileOpt = Annotated[str, typer.Option(metavar="MODE", help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only); speed only, see docs/benchmarks.md.")]
 EngineOpt = Annotated[str, typer.Option(metavar="plain|auto|fused[:K]|multi[:K]", help="How a worker trains: plain, one trial at a time; multi, up to K trials (4) of any hyperparameters side by side; fused, up to K trials (16) that share batch size, width, optimizer and precision as one network; auto, on a GPU the fastest of these as each worker measures it at its start (plain elsewhere). See README, 'Engines'.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress: only warnings, errors (one line each) and the final summary line.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (keys in README) instead of text.")]
 
 
 def _version(value: bool) -> None:
     if value:
-        from .provenance import sweep_version
+        import re
 
-        typer.echo(f"sweep {sweep_version()}")
+        from .provenance import DISTRIBUTION, git_commit, sweep_version
+
+        commit = git_commit()  # in a checkout: its HEAD (+dirty); anything else names no commit
+        at = f" (commit {commit})" if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{7,64}(\+dirty)?", commit) else ""
+        typer.echo(f"{DISTRIBUTION} {sweep_version()}{at}")
         raise typer.Exit()
 
 
 @app.callback()
 def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print sweep's version and exit.")] = False) -> None:
+                                                help="Print the distribution, its version and, in a checkout, the commit; then exit.")] = False) -> None:
     """Hyperparameter sweeps of the facial-emotion CNN of Qu, Dhakal & Carrillo (2023) on FER2013,
     stored in Optuna.
 
@@ -177,6 +183,7 @@ def run(
     keep_top: KeepTopOpt = 3,
     compile: CompileOpt = "off",
     engine: EngineOpt = "plain",
+    quiet: QuietOpt = False,
 ):
     """Run a sweep until the study holds --trials finished trials.
 
@@ -214,20 +221,54 @@ def run(
         try:
             with sqlite_writer_lock(url):
                 st = open_storage(url, create=True, checked=True)  # checked above, before the data was read
-                typer.echo(banner, err=True)
+                if not quiet:
+                    typer.echo(banner, err=True)
                 summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
                                     timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,
                                     artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
-                                    compile=compile, engine=engine, announce=lambda line: typer.echo(line, err=True))
+                                    compile=compile, engine=engine, announce=lambda line: typer.echo(line, err=True),
+                                    progress=not quiet)
         except Interrupted:
             _say_interrupted("sweep: interrupted; trials in training were marked FAIL, trials not yet trained wait "
                              "for the next run. Run the same command to resume.")
     best = (f"best val {summary.best_value:.2%} (trial {summary.best_number})"
             if summary.best_value is not None else "no complete trial")
     stop = {"timeout": " (stopped by --timeout)", "grid": " (the grid is exhausted)"}.get(summary.stopped_by, "")
-    typer.echo(f"study '{summary.study_name}': {summary.finished}/{summary.target} finished{stop} "
+    typer.echo(f"study '{summary.study_name}': {_finished(summary)}{stop} "
                f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed); {best}")
-    typer.echo(f"browse it: sweep dashboard{'' if storage == DEFAULT_STORAGE else ' --storage ' + mask(url)}")
+    if not quiet:
+        typer.echo(f"browse it: {how_to_call()} dashboard{'' if storage == DEFAULT_STORAGE else ' --storage ' + mask(url)}")
+
+
+def _finished(summary) -> str:
+    """'7/10 finished', or, where a lowered budget is below what the study holds, that said plainly."""
+    if summary.finished > summary.target:
+        return (f"{summary.finished} finished, more than its budget of {summary.target} (the budget is below "
+                f"what the study holds{'; nothing was run' if not summary.ran else ''})")
+    return f"{summary.finished}/{summary.target} finished"
+
+
+def how_to_call() -> str:
+    """How to run sweep again from this shell: `sweep` where that is this command on PATH, else the
+    command as it was invoked (`.venv/bin/sweep` after the README's set-up, or `python -m sweep`)."""
+    import os
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(argv0)
+    if name == "__main__.py":  # python -m sweep
+        exe = sys.executable
+        rel = os.path.relpath(exe)
+        return f"{rel if not rel.startswith('..') else exe} -m sweep"
+    if name != "sweep":  # called from Python (a test, a notebook): the plain name
+        return "sweep"
+    found = shutil.which("sweep")
+    try:
+        if found and os.path.samefile(found, argv0):
+            return "sweep"
+    except OSError:
+        pass
+    return argv0 if os.sep in argv0 else os.path.abspath(argv0)
 
 
 def _default_artifact_dir(url: str) -> str:
@@ -265,6 +306,7 @@ def worker(
     keep_top: KeepTopOpt = 3,
     compile: CompileOpt = "off",
     engine: EngineOpt = "plain",
+    quiet: QuietOpt = False,
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
     from .locks import sqlite_writer_lock
@@ -287,38 +329,48 @@ def worker(
         spec, dataset = spec_and_data(s, data)
         if keep_top > 0:
             paths.folder(Path(artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url)), "--artifact-dir ")
-        typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
+        if not quiet:
+            typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
         try:
             with sqlite_writer_lock(url):
                 summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
                                     timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
                                     gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, engine=engine,
-                                    artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
+                                    artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url),
+                                    progress=not quiet)
         except Interrupted:
             _say_interrupted("sweep: interrupted; trials in training were marked FAIL, trials not yet trained wait "
                              "for the next run.")
-    typer.echo(f"study '{study}': {summary.finished}/{summary.target} finished; this worker ran {summary.ran}")
+    typer.echo(f"study '{study}': {_finished(summary)}; this worker ran {summary.ran}")
 
 
 @app.command(short_help="List the studies in a storage with their progress and best value.")
 @friendly
-def studies(storage: StorageOpt = DEFAULT_STORAGE):
+def studies(storage: StorageOpt = DEFAULT_STORAGE, json_out: JsonOpt = False):
     """List the studies in a storage: finished trials against the budget, trials by state, the best value."""
     from .stored import study_rows
 
     limits.options(storage=storage)
     rows = study_rows(open_storage(storage, create=False))
+    if json_out:
+        import json
+
+        out = [{"study": r["study"], "data": r["data"], "budget": r["budget"], "finished": r["complete"] + r["pruned"],
+                **{k: r[k] for k in ("complete", "pruned", "failed", "running", "training", "waiting", "best_value")}}
+               for r in rows]
+        typer.echo(json.dumps(out, indent=2))
+        return
     if not rows:
         typer.echo(f"no studies in {mask(normalize(storage))}")
         return
     header = (f"{'study':<24} {'data':<10} {'finished':>9} {'complete':>8} {'pruned':>7} {'failed':>7} "
-              f"{'running':>8} {'best val':>9}")
+              f"{'training':>8} {'waiting':>7} {'best val':>9}")
     typer.echo(header)
     for r in rows:
         best = f"{r['best_value']:.2%}" if r["best_value"] is not None else "-"
         finished = f"{r['complete'] + r['pruned']}/{r['budget'] if r['budget'] is not None else '-'}"
         typer.echo(f"{limits.printable(r['study']):<24} {r['data']:<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
-                   f"{r['failed']:>7} {r['running']:>8} {best:>9}")
+                   f"{r['failed']:>7} {r['training']:>8} {r['waiting']:>7} {best:>9}")
 
 
 @app.command(short_help="Print a study's best trial: value, parameters, how it was measured.")
@@ -326,12 +378,18 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE):
 def best(
     study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
+    json_out: JsonOpt = False,
 ):
     """Print the best trial of a study: value, parameters and how it was measured."""
-    from .stored import best_trial_lines, pick_study
+    from .stored import best_record, best_trial_lines, pick_study
 
     limits.options(storage=storage)
     s = pick_study(open_storage(storage, create=False), study)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(best_record(s), indent=2))
+        return
     for line in best_trial_lines(s):
         typer.echo(line)
 
@@ -529,7 +587,16 @@ def confirm(
         typer.echo(f"trial {r['trial']}: val {r['val_mean']:.2%} +- {r['val_std']:.2%}{test} over {len(r['seeds'])} seeds")
 
 
-@app.command(short_help="Emotion probabilities for images, from the best kept weights.")
+class _ImagesUsage(typer.core.TyperCommand):
+    """Usage: sweep predict [OPTIONS] IMAGE... (Typer writes a required argument as {IMAGE})."""
+
+    def collect_usage_pieces(self, ctx):
+        import re
+
+        return [re.sub(r"\{([A-Z]+)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+
+@app.command(cls=_ImagesUsage, short_help="Emotion probabilities for images, from the best kept weights.")
 @friendly
 def predict(
     images: Annotated[list[str], typer.Argument(metavar="IMAGE", hidden=True)],

@@ -83,8 +83,8 @@ def open_study(spec: StudySpec, data: Dataset, storage, name: str, seed: int) ->
             wanted = study_attrs(spec, data, seed)
             for key in ("definition", "data_hash", "split", "seed"):
                 if key in attrs and attrs[key] != wanted[key]:
-                    raise SweepError(f"study '{name}' already exists with a different {key.replace('_', ' ')} "
-                                     f"({attrs[key] if key != 'definition' else 'study file changed'}); "
+                    raise SweepError(f"study '{name}' already exists with {_differs(key, attrs[key], wanted[key])}; "
+                                     f"{'pass --seed ' + str(attrs[key]) + ' to continue it, or ' if key == 'seed' else ''}"
                                      "use --name to start a new study")
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                     sampler=make_sampler(spec, seed), pruner=make_pruner(spec), load_if_exists=True)
@@ -96,6 +96,15 @@ def open_study(spec: StudySpec, data: Dataset, storage, name: str, seed: int) ->
             for params in spec.enqueue:
                 study.enqueue_trial(params, skip_if_exists=True)
     return study
+
+
+def _differs(key: str, stored, wanted) -> str:
+    """What a stored study has that this run does not, both said."""
+    if key == "definition":
+        return "a different study definition (the study file changed)"
+    if key == "data_hash":
+        return f"different data (content hash {stored}; this data's is {wanted})"
+    return f"{key} {stored} (this run asks for {wanted})"
 
 
 class InterruptOnce:

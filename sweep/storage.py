@@ -175,14 +175,21 @@ def check_sqlite_file(url: str, path: Path) -> None:
     try:
         con = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=SQLITE_TIMEOUT_S)
         try:
-            verdict = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+            verdict = [row[0] for row in con.execute("PRAGMA quick_check(4)").fetchall()]
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
         raise SweepError(f"storage '{url}': not a SQLite database, or a damaged one ({e})") from None
-    if verdict != "ok":
-        raise SweepError(f"storage '{url}': the database file is damaged ({verdict.splitlines()[0][:200]}); "
+    if verdict != ["ok"]:
+        raise SweepError(f"storage '{url}': the database file is damaged (SQLite's check: {_first_finding(verdict)}); "
                          "nothing was read or written")
+
+
+def _first_finding(verdict: list[str]) -> str:
+    """SQLite's first finding, without the headings it puts before them ('*** in database main ***')."""
+    lines = [line.strip() for text in verdict for line in str(text).splitlines()]
+    found = [line for line in lines if line and not (line.startswith("***") and line.endswith("***"))]
+    return (found[0] if found else "no detail")[:200]
 
 
 def read_only_media(path: Path) -> bool:

@@ -91,18 +91,41 @@ def best_trial_lines(study: optuna.Study) -> list[str]:
         raise SweepError(f"study '{study.study_name}' has no complete trial yet") from None
     a = t.user_attrs
     lines = [f"study '{study.study_name}' on {study.user_attrs.get('data_name', '?')}: best trial {t.number}",
-             f"  val accuracy   {t.value:.4f}  (final epoch)"]
+             f"  val accuracy   {t.value:.2%}  (final epoch)"]
     if "test_acc" in a:
-        lines.append(f"  test accuracy  {a['test_acc']:.4f}")
+        lines.append(f"  test accuracy  {a['test_acc']:.2%}")
     for k, v in t.params.items():
         lines.append(f"  {k:<14} {v:.4g}" if isinstance(v, float) else f"  {k:<14} {v}")
     fixed = json.loads(study.user_attrs.get("definition", "{}")).get("fixed", {})
     if fixed:
         lines.append("  fixed          " + ", ".join(f"{k}={v}" for k, v in sorted(fixed.items())))
-    for k in ("epochs_run", "train_s", "images_per_s", "device_name", "precision", "seed", "git_commit"):
+    for k in BEST_ATTRS:
         if k in a:
             lines.append(f"  {k:<14} {a[k]}")
     return lines
+
+
+BEST_ATTRS = ("epochs_run", "train_s", "images_per_s", "device_name", "precision", "seed", "git_commit")
+
+
+def best_record(study: optuna.Study) -> dict:
+    """`sweep best --json`: the best trial as one object with fixed keys (null where not recorded);
+    accuracies are fractions (0.7711), not percentages."""
+    try:
+        t = study.best_trial
+    except ValueError:
+        raise SweepError(f"study '{study.study_name}' has no complete trial yet") from None
+    a = t.user_attrs
+    return {
+        "study": study.study_name,
+        "data": study.user_attrs.get("data_name"),
+        "trial": t.number,
+        "val_acc": t.value,
+        "test_acc": a.get("test_acc"),
+        "params": dict(t.params),
+        "fixed": json.loads(study.user_attrs.get("definition", "{}")).get("fixed", {}),
+        **{k: a.get(k) for k in BEST_ATTRS},
+    }
 
 
 def spec_and_data(study: optuna.Study, data: str | None = None):

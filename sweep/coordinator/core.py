@@ -10,7 +10,7 @@ from multiprocessing.connection import wait
 
 from ..errors import SweepError
 from ..pool import Pool, Running
-from ..progress import Progress
+from ..progress import Progress, earlier_pace, mean_epochs
 from ..recovery import HEARTBEAT_S
 from ..storage import check_same_file
 from .common import WORKER_START_S, count_finished
@@ -38,7 +38,8 @@ class Coordinator(Scheduling, Messages, Failures, Telling):
         self.start_deaths = 0  # workers that died in a row before they were ready
         self.replied = False  # whether the worker's message being handled has had its answer
         self.held = contextlib.nullcontext  # a step a Ctrl-C must not split (runner.InterruptOnce.held)
-        self.bar = Progress(target, count_finished(study), self._best()[0]) if progress else None
+        self.bar = Progress(target, count_finished(study), self._best()[0],
+                            epochs_per_trial=mean_epochs(spec)) if progress else None
 
     def loop(self, pool: Pool, data_hash: str, interrupt=None) -> None:
         """Until the budget is met. `interrupt` (runner.InterruptOnce) raises KeyboardInterrupt
@@ -46,6 +47,8 @@ class Coordinator(Scheduling, Messages, Failures, Telling):
         self.pool = pool
         if interrupt is not None:
             self.held = interrupt.held
+        if self.bar:
+            self.bar.start(earlier_pace(self.study.get_trials(deepcopy=False)))
         while True:
             if interrupt is not None and interrupt.fired:
                 raise KeyboardInterrupt
