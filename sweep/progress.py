@@ -78,6 +78,8 @@ class Progress:
         self._trials_done = 0  # finished in this run
         self.estimate_said = False
         self.earlier_pace: float | None = None  # the study's last run's, until this run has its own
+        self.training = 0  # trials this run's workers hold now
+        self.waiting = 0  # trials this run asked ahead that wait for a worker's slot
 
     def _bar(self, width: int = 20) -> str:
         filled = int(width * self.done / max(1, self.total))
@@ -119,7 +121,13 @@ class Progress:
 
     def _head(self) -> str:
         best = f"{self.best:.2%}" if self.best is not None else "-"
-        return f"[{self._bar()}] {self.done}/{self.total} trials | best val {best}{self._left()}"
+        return f"[{self._bar()}] {self.done}/{self.total} trials | best val {best}{self._at_once()}{self._left()}"
+
+    def _at_once(self) -> str:
+        """Trials training and waiting, where a run has more than one at a time."""
+        if self.training <= 1 and not self.waiting:
+            return ""
+        return f" | {self.training} training" + (f", {self.waiting} waiting" if self.waiting else "")
 
     def epoch(self, number: int, epoch: int, epochs: int, val_acc: float) -> None:
         if self._first_epoch_at is None:

@@ -329,6 +329,9 @@ def test_progress_in_a_log_prints_trials_and_throttled_epochs(monkeypatch):
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("1/4 trials | best val 50.00% | trial 1 epoch 2/10 val 45.00%")
     assert "2/4 trials | best val 60.00% | trial 1 complete val 60.00% in 3.2s" in lines[1]
+    bar.training, bar.waiting = 3, 2  # several trials at once: the line tells training from waiting ones
+    bar.trial_done(2, "PRUNED", None, 1.0)
+    assert "2/4 trials | best val 60.00% | 3 training, 2 waiting | trial 2 pruned" in out.getvalue().splitlines()[2]
 
 
 def test_progress_estimates_the_time_left_from_the_range_and_the_pace(monkeypatch):

@@ -57,6 +57,9 @@ class Coordinator(Scheduling, Messages, Failures, Telling):
             self._check_stale()
             for w in pool.workers:
                 self._fill(w)
+            if self.bar:
+                self.bar.training = sum(len(w.running) for w in pool.workers)
+                self.bar.waiting = len(self.pending) + len(self.oom_waiting)
             if not any(w.running for w in pool.workers):
                 if count_finished(self.study) >= self.target or (self._out_of_time() and not self.oom_waiting):
                     self._drop_pending("not started before --timeout")
