@@ -135,14 +135,16 @@ if [ "$mode" = engines ]; then
   fi
   # FER2013 unpacked and parsed into sweep's cache while the profile and the benches have the GPU.
   ( d=$(fer2013) && [ -n "$d" ] &&
-    timeout -s TERM 240 "$python" -c "import sys; from data import read_source; s = read_source(sys.argv[1]); print(sys.argv[1], s.format, s.images.shape)" "$d" &&
+    timeout -s TERM -k 15 240 "$python" -c "import sys; from data import read_source; s = read_source(sys.argv[1]); print(sys.argv[1], s.format, s.images.shape)" "$d" &&
     echo "$d" > "$scratch/data" ) > "$out/unpack.log" 2>&1 &
   unpacking=$!
-  step profile timeout -s TERM 80 "$python" -m benchmarks.profile --device "$dev" --width "${WIDTH:-1.0}" \
+  step profile timeout -s TERM -k 15 80 "$python" -m benchmarks.profile --device "$dev" --width "${WIDTH:-1.0}" \
     --steps "${PROFILE_STEPS:-20}" ${PROFILE_CASES:+--cases "$PROFILE_CASES"} --json "$out/profile.json"
   bench=(--width "${WIDTH:-1.0}" --batch-size "${BENCH_BATCH:-128}" --steps "${BENCH_STEPS:-30}" --repeats "${BENCH_REPEATS:-2}")
-  step bench_fuse timeout -s TERM 75 "$python" -m sweep bench "${devopt[@]}" "${bench[@]}" --fuse "${FUSE_LIST:-1,4,16,32}"
-  step bench_multi timeout -s TERM 75 "$python" -m sweep bench "${devopt[@]}" "${bench[@]}" --multi "${MULTI_LIST:-1,2,4,8}"
+  step bench_fuse timeout -s TERM -k 15 75 "$python" -m sweep bench "${devopt[@]}" "${bench[@]}" --fuse "${FUSE_LIST:-1,4,16,32}"
+  step bench_multi timeout -s TERM -k 15 75 "$python" -m sweep bench "${devopt[@]}" "${bench[@]}" --multi "${MULTI_LIST:-1,2,4,8}"
+  while kill -0 $unpacking 2>/dev/null && [ "$(left)" -gt 200 ]; do sleep 1; done  # bounded: the studies need the time
+  kill -0 $unpacking 2>/dev/null && { pkill -TERM -P $unpacking; kill $unpacking; echo "FER2013 not ready in time: the studies are left out" >> "$out/unpack.log"; }
   wait $unpacking; cat "$out/unpack.log" >> "$out/gpu.log"
   data=$(cat "$scratch/data" 2>/dev/null)
   if [ -z "$data" ]; then
@@ -153,7 +155,7 @@ if [ "$mode" = engines ]; then
   # never into the 170 s kept for the beyond search and the exports.
   default_s=${DEFAULT_S:-100}
   stop=$(( default_s + 60 < $(left) - 170 ? default_s + 60 : $(left) - 170 ))
-  step default timeout -s TERM $(( stop > 10 ? stop : 10 )) "$python" -m sweep run --study "$(study_file default official)" \
+  step default timeout -s TERM -k 15 $(( stop > 10 ? stop : 10 )) "$python" -m sweep run --study "$(study_file default official)" \
     --trials "${DEFAULT_TRIALS:-50}" --engine "$engine" "${devopt[@]}" --data "$data" --timeout "$default_s" \
     --storage "sqlite:///$out/default.db" --keep-top 0
   step default_studies sweep studies --storage "sqlite:///$out/default.db"
@@ -164,7 +166,7 @@ if [ "$mode" = engines ]; then
     echo "=== beyond: left out, ${stop} s left" | tee -a "$out/gpu.log"
     exit 0
   fi
-  step beyond timeout -s TERM "$stop" "$python" -m sweep run --study "$(study_file beyond stratified)" \
+  step beyond timeout -s TERM -k 15 "$stop" "$python" -m sweep run --study "$(study_file beyond stratified)" \
     --trials "${BEYOND_TRIALS:-100}" --engine "$engine" "${devopt[@]}" --data "$data" --timeout "${BEYOND_S:-$((stop / 2))}" \
     --storage "sqlite:///$out/beyond.db" --keep-top 0
   step beyond_studies sweep studies --storage "sqlite:///$out/beyond.db"
