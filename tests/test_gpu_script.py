@@ -33,6 +33,7 @@ def test_engines_mode_runs_every_step_on_a_cpu(tmp_path):
     sweep commands get no --device (auto picks CUDA there, the CPU here)."""
     out = tmp_path / "out"
     env = env_for_subprocess(SMOKE=1, DEVICE="auto", OUT=out, PYTHON=sys.executable, TMPDIR=tmp_path)
+    before = _checkout_files()
     r = subprocess.run(["bash", str(SCRIPT), "engines"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     log = (out / "gpu.log").read_text()
     assert r.returncode == 0, log[-3000:]
@@ -52,3 +53,12 @@ def test_engines_mode_runs_every_step_on_a_cpu(tmp_path):
     assert "| Test acc. | Angry (val) |" in log  # the beyond export, per class
     assert (out / "default.db").is_file() and (out / "beyond.db").is_file()
     assert not list(tmp_path.glob("tmp.*"))  # its scratch folder is gone
+    assert _checkout_files() == before  # and it wrote nothing into the checkout
+
+
+def _checkout_files() -> set[str]:
+    """The checkout's files that git does not ignore, and what the script would write by default."""
+    listed = subprocess.run(["git", "ls-files", "--others", "--cached", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True)
+    tracked = set(listed.stdout.splitlines()) if listed.returncode == 0 else set()
+    return tracked | {p for p in ("gpu-out", "sweep.db", "artifacts") if (REPO / p).exists()}
