@@ -70,7 +70,7 @@ case $mode in
   engines) ;;
   *) echo "usage: benchmarks/gpu.sh [speed|engines|paper|beyond|all]"; exit 2 ;;
 esac
-machine="nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo no nvidia-smi; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1 2>/dev/null"
+machine="nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo no nvidia-smi; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1 2>/dev/null || echo no git checkout"
 [ "$mode" = engines ] || sed -e 's/^split = "official"/split = "stratified"/' studies/beyond.toml > /tmp/beyond.toml
 if [ "$mode" = all ]; then
   end=${END:-540}
