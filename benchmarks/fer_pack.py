@@ -2,6 +2,10 @@
 
     python -m benchmarks.fer_pack pack data/fer2013.csv.gz .gpu/fer2013.xz
     python -m benchmarks.fer_pack unpack .gpu/fer2013.xz /tmp/fer2013.csv
+    python -m benchmarks.fer_pack synthetic 700 /tmp/tiny.xz   # N synthetic faces, packed the same way
+
+`synthetic` packs the built-in synthetic faces with their Training/PublicTest/PrivateTest usage,
+so that `benchmarks/gpu.sh` can be tried end to end on a machine without FER2013.
 
 The Kaggle csv.gz is 84 MB; its images as raw uint8 under xz about 55 MB. `unpack` writes the same rows (emotion, pixels, Usage) as a plain Kaggle
 CSV, which `sweep` reads like the original: the images, labels and usage are identical, only the
@@ -24,7 +28,16 @@ MAGIC = b"FER2013v1"
 def pack(src: str, out: str) -> None:
     from data import read_source
 
-    s = read_source(src)
+    _write(read_source(src), out)
+
+
+def pack_synthetic(n: str, out: str) -> None:
+    from data import make_synthetic
+
+    _write(make_synthetic(int(n)), out)
+
+
+def _write(s, out: str) -> None:
     n = len(s.labels)
     with lzma.open(out, "wb", preset=9 | lzma.PRESET_EXTREME) as f:
         f.write(MAGIC + n.to_bytes(4, "little"))
@@ -51,6 +64,7 @@ def unpack(src: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("pack", "unpack"):
+    commands = {"pack": pack, "unpack": unpack, "synthetic": pack_synthetic}
+    if len(sys.argv) != 4 or sys.argv[1] not in commands:
         sys.exit(__doc__)
-    (pack if sys.argv[1] == "pack" else unpack)(sys.argv[2], sys.argv[3])
+    commands[sys.argv[1]](sys.argv[2], sys.argv[3])

@@ -4,14 +4,24 @@
 # (wheels of optuna and its needs for a machine that lacks them, FER2013 packed as uint8); copy
 # the checkout with .gpu/ to the CUDA machine; run benchmarks/gpu.sh MODE there.
 #
-#   benchmarks/gpu.sh [speed|fuse|fuse-beyond|paper|beyond|all]
+#   benchmarks/gpu.sh [speed|engines|paper|beyond|all]
 #     speed (default): every plain speed figure and the accuracy parity check (5-8 min on an H100)
-#     fuse: fused trials (under 8 minutes on an H200): `sweep bench --fuse 1,4,16,32` eager and
-#           with CUDA graphs, then the `default` study's 50 trials with --fuse auto on FER2013
-#           (stopped after FUSE_S seconds, default 240, if not done) -> $OUT/default-fused.db
-#     fuse-beyond: the payoff: a `beyond` search with --fuse auto (stratified split: val = 15% of
-#           Training, test = PublicTest, never used to choose) until 50 trials finished or
-#           BEYOND_S seconds (default 360), then `sweep confirm --top 3 --seeds 3` -> $OUT/beyond-fused.db
+#     engines: the engines in one call ending after END seconds (default 470: under 8 minutes on an
+#           H200), each step stopped by `timeout` in time for the next:
+#           - the machine, and a check that sweep and optuna import
+#           - benchmarks.profile (where a step's time goes; -> $OUT/profile.json)       <= 80 s
+#           - sweep bench --fuse 1,4,16,32, then --multi 1,2,4,8, each against one plain
+#             trial in the same run (BENCH_STEPS=30 steps, BENCH_REPEATS=2)           <= 75 s each
+#           - the `default` study, 50 trials with --engine $ENGINE (default multi:4) on FER2013,
+#             no new trial after DEFAULT_S seconds (default 100), stopped 60 s later, and never
+#             into the last 170 s -> $OUT/default.db, then `sweep studies`, `sweep export --top 5`
+#           - a `beyond` search (stratified split) with the same engine until 20 s before the end
+#             (about 140 s at least), no new trial after half of it (or BEYOND_S) -> $OUT/beyond.db,
+#             then `sweep studies`, `sweep export --per-class --top 5`
+#           FER2013 is unpacked and parsed meanwhile. It passes no --device to the sweep command
+#           when DEVICE is cuda (auto picks CUDA), so it does not depend on that option's spelling.
+#           SMOKE=1 runs the same steps at a toy scale on a CPU (DEVICE=cpu): a 1/16-width network,
+#           1 epoch, 4 trials a study, 350 synthetic faces packed as FER2013 is (tests/test_gpu_script.py).
 #     all: in one call ending after END seconds (default 540): the bench, the paper's 200 epochs
 #          (about 3.5 minutes on an H200), then a plain `beyond` search until the end (POOL="--per-gpu 2"
 #          to pack). SKIP="bench paper" leaves steps out.
@@ -23,37 +33,45 @@
 # Everything printed also goes to $OUT/gpu.log ($OUT if set, else ./gpu-out), with the studies.
 set -uo pipefail
 mode=${1:-speed}
+if [ "${SMOKE:-0}" = 1 ]; then  # the engines mode's steps at a toy scale, for a CPU (tests/test_gpu_script.py)
+  : "${DEVICE:=cpu}" "${WIDTH:=0.0625}" "${EPOCHS:=1,1}" "${PROFILE_STEPS:=2}" "${PROFILE_CASES:=multi:16:2}"
+  : "${BENCH_STEPS:=2}" "${BENCH_REPEATS:=1}" "${BENCH_BATCH:=16}" "${FUSE_LIST:=2}" "${MULTI_LIST:=2}"
+  : "${DEFAULT_TRIALS:=4}" "${DEFAULT_S:=60}" "${BEYOND_TRIALS:=4}" "${BEYOND_S:=60}" "${WHEELS:=}" "${SYNTHETIC:=350}"
+fi
 out=${OUT:-gpu-out}
 dev=${DEVICE:-cuda}
 steps=${STEPS:-100}
 skip=" ${SKIP:-} "
+wheels=${WHEELS-.gpu}  # WHEELS= (empty): use the interpreter's own packages
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-if ls .gpu/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
+if [ -n "$wheels" ] && ls "$wheels"/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "${SITE:-/tmp/site}" "$wheels"/*.whl || exit 1
+  export PYTHONPATH=${SITE:-/tmp/site}:$PWD
 else
   export PYTHONPATH=$PWD
 fi
 python=${PYTHON:-python3}
 sweep() { "$python" -m sweep "$@"; }
-step() {  # step NAME COMMAND...: run it unless skipped, log it, say how long it took
+step() {  # step NAME COMMAND...: run it unless skipped, log it, say how long it took; returns its exit code
   local name=$1; shift
-  if [[ $skip == *" $name "* ]]; then return; fi
+  if [[ $skip == *" $name "* ]]; then return 0; fi
   echo "=== $name: $*" | tee -a "$out/gpu.log"
   local t0=$SECONDS
   "$@" 2>&1 | tee -a "$out/gpu.log"
-  echo "=== $name: exit ${PIPESTATUS[0]}, $((SECONDS - t0)) s" | tee -a "$out/gpu.log"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name: exit $rc, $((SECONDS - t0)) s" | tee -a "$out/gpu.log"
+  return "$rc"
 }
 case $mode in
   all) ;;
   speed) ;;
   paper|beyond) skip="$skip bench bench_compile bench_cudagraphs pack engine parity bench_fer2013 " ;;
-  fuse|fuse-beyond) ;;
-  *) echo "usage: benchmarks/gpu.sh [speed|fuse|fuse-beyond|paper|beyond|all]"; exit 2 ;;
+  engines) ;;
+  *) echo "usage: benchmarks/gpu.sh [speed|engines|paper|beyond|all]"; exit 2 ;;
 esac
-machine="nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1 2>/dev/null"
-sed -e 's/^split = "official"/split = "stratified"/' studies/beyond.toml > /tmp/beyond.toml
+machine="nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo no nvidia-smi; $python -c 'import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda)'; nproc; git log --oneline -1 2>/dev/null || echo no git checkout"
+[ "$mode" = engines ] || sed -e 's/^split = "official"/split = "stratified"/' studies/beyond.toml > /tmp/beyond.toml
 if [ "$mode" = all ]; then
   end=${END:-540}
   left() { echo $((end - SECONDS)); }
@@ -78,33 +96,81 @@ if [ "$mode" = all ]; then
   [ -f "$out/beyond.db" ] && step beyond_export sweep export --storage "sqlite:///$out/beyond.db" --format md --per-class --top 5
   exit 0
 fi
-fer2013() {  # the FER2013 file to use: unpacked from .gpu/, or data/
-  if [ -f .gpu/fer2013.xz ]; then
-    [ -f /tmp/fer2013.csv ] || "$python" -m benchmarks.fer_pack unpack .gpu/fer2013.xz /tmp/fer2013.csv >&2 || return 1
-    echo /tmp/fer2013.csv
+fer_xz=${FER_XZ:-.gpu/fer2013.xz}
+unpacked=${UNPACKED:-/tmp/fer2013.csv}
+fer2013() {  # the FER2013 file to use: $DATA, unpacked from .gpu/, or data/
+  if [ -n "${DATA:-}" ]; then echo "$DATA"
+  elif [ -f "$fer_xz" ]; then
+    if [ ! -f "$unpacked" ]; then
+      timeout -s TERM 300 "$python" -m benchmarks.fer_pack unpack "$fer_xz" "$unpacked.part" >&2 && mv "$unpacked.part" "$unpacked" || return 1
+    fi
+    echo "$unpacked"
   elif [ -f data/fer2013.csv.gz ]; then echo data/fer2013.csv.gz
   elif [ -f data/fer2013.csv ]; then echo data/fer2013.csv
   fi
 }
-if [ "$mode" = fuse ] || [ "$mode" = fuse-beyond ]; then
+if [ "$mode" = engines ]; then
+  end=${END:-470}
+  left() { echo $((end - SECONDS)); }
+  engine=${ENGINE:-multi:4}
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  # `sweep run --device cuda` and `--device auto` mean the same on a CUDA machine: leave the option
+  # out there, so that the run does not depend on how the installed typer spells it.
+  devopt=()
+  case $dev in cuda|auto) ;; *) devopt=(--device "$dev") ;; esac
+  study_file() {  # study_file NAME SPLIT: a shipped study on SPLIT, with WIDTH and EPOCHS=LOW,HIGH if given
+    local edits=(-e "s/^split = \"official\"/split = \"$2\"/")
+    [ -n "${WIDTH:-}" ] && edits+=(-e "s/^width = 1.0$/width = $WIDTH/")
+    [ -n "${EPOCHS:-}" ] && edits+=(-e "s/^epochs = {.*/epochs = { low = ${EPOCHS%,*}, high = ${EPOCHS#*,} }/"
+                                    -e "s/^epochs = [0-9][0-9]*/epochs = ${EPOCHS%,*}/")
+    sed "${edits[@]}" "studies/$1.toml" > "$scratch/$1.toml"
+    echo "$scratch/$1.toml"
+  }
   step machine bash -c "$machine"
-  data=$(fer2013)
-  if [ "$mode" = fuse ]; then
-    step bench_fuse timeout -s TERM 150 "$python" -m sweep bench --device "$dev" --steps "${FUSE_STEPS:-50}" --repeats 2 --fuse 1,4,16,32
-    step bench_fuse_cudagraphs timeout -s TERM 120 "$python" -m sweep bench --device "$dev" --steps "${FUSE_STEPS:-50}" --repeats 2 --fuse 1,16 --compile cudagraphs
-    if [ -n "$data" ]; then
-      step default_fused timeout -s TERM $(( ${FUSE_S:-240} + 60 )) "$python" -m sweep run --study default --trials 50 --fuse auto \
-        --device "$dev" --data "$data" --timeout "${FUSE_S:-240}" --storage "sqlite:///$out/default-fused.db" --keep-top 0
-      step default_export sweep export --storage "sqlite:///$out/default-fused.db" --format md --top 5
-    fi
-  elif [ -n "$data" ]; then
-    step beyond_fused timeout -s TERM $(( ${BEYOND_S:-360} + 90 )) "$python" -m sweep run --study /tmp/beyond.toml --trials 50 \
-      --fuse auto --device "$dev" --data "$data" --timeout "${BEYOND_S:-360}" --storage "sqlite:///$out/beyond-fused.db" \
-      --artifact-dir /tmp/beyond-artifacts --keep-top 3
-    step beyond_confirm sweep confirm --storage "sqlite:///$out/beyond-fused.db" --top 3 --seeds 3 --device "$dev" --data "$data"
-    step beyond_export sweep export --storage "sqlite:///$out/beyond-fused.db" --format md --per-class --top 5
+  step imports "$python" -c "import sweep.cli, optuna, sqlalchemy, alembic, colorlog; print('optuna', optuna.__version__, 'sqlalchemy', sqlalchemy.__version__)" || exit 1
+  if [ -n "${SYNTHETIC:-}" ] && [ -z "${DATA:-}" ]; then  # a tiny stand-in for FER2013, packed as .gpu/ carries it
+    fer_xz=$scratch/fer2013.xz unpacked=$scratch/fer2013.csv
+    step synthetic "$python" -m benchmarks.fer_pack synthetic "$SYNTHETIC" "$fer_xz"
   fi
-  [ -n "$data" ] || echo "=== no FER2013 in .gpu/ or data/: the real-data steps are left out" | tee -a "$out/gpu.log"
+  # FER2013 unpacked and parsed into sweep's cache while the profile and the benches have the GPU.
+  ( d=$(fer2013) && [ -n "$d" ] &&
+    timeout -s TERM -k 15 240 "$python" -c "import sys; from data import read_source; s = read_source(sys.argv[1]); print(sys.argv[1], s.format, s.images.shape)" "$d" &&
+    echo "$d" > "$scratch/data" ) > "$out/unpack.log" 2>&1 &
+  unpacking=$!
+  step profile timeout -s TERM -k 15 80 "$python" -m benchmarks.profile --device "$dev" --width "${WIDTH:-1.0}" \
+    --steps "${PROFILE_STEPS:-20}" ${PROFILE_CASES:+--cases "$PROFILE_CASES"} --json "$out/profile.json"
+  bench=(--width "${WIDTH:-1.0}" --batch-size "${BENCH_BATCH:-128}" --steps "${BENCH_STEPS:-30}" --repeats "${BENCH_REPEATS:-2}")
+  step bench_fuse timeout -s TERM -k 15 75 "$python" -m sweep bench "${devopt[@]}" "${bench[@]}" --fuse "${FUSE_LIST:-1,4,16,32}"
+  step bench_multi timeout -s TERM -k 15 75 "$python" -m sweep bench "${devopt[@]}" "${bench[@]}" --multi "${MULTI_LIST:-1,2,4,8}"
+  while kill -0 $unpacking 2>/dev/null && [ "$(left)" -gt 200 ]; do sleep 1; done  # bounded: the studies need the time
+  kill -0 $unpacking 2>/dev/null && { pkill -TERM -P $unpacking; kill $unpacking; echo "FER2013 not ready in time: the studies are left out" >> "$out/unpack.log"; }
+  wait $unpacking; cat "$out/unpack.log" >> "$out/gpu.log"
+  data=$(cat "$scratch/data" 2>/dev/null)
+  if [ -z "$data" ]; then
+    echo "=== no FER2013 (\$DATA, $fer_xz or data/): the studies are left out" | tee -a "$out/gpu.log"
+    exit 0
+  fi
+  # The default study: no new trial after DEFAULT_S seconds, then 60 s for the running ones to end,
+  # never into the 170 s kept for the beyond search and the exports.
+  default_s=${DEFAULT_S:-100}
+  stop=$(( default_s + 60 < $(left) - 170 ? default_s + 60 : $(left) - 170 ))
+  step default timeout -s TERM -k 15 $(( stop > 10 ? stop : 10 )) "$python" -m sweep run --study "$(study_file default official)" \
+    --trials "${DEFAULT_TRIALS:-50}" --engine "$engine" "${devopt[@]}" --data "$data" --timeout "$default_s" \
+    --storage "sqlite:///$out/default.db" --keep-top 0
+  step default_studies sweep studies --storage "sqlite:///$out/default.db"
+  step default_export sweep export --storage "sqlite:///$out/default.db" --format md --top 5
+  # The beyond search: what is left, less 20 s for its exports; no new trial after half of it.
+  stop=$(( $(left) - 20 ))
+  if [ "$stop" -lt 30 ]; then
+    echo "=== beyond: left out, ${stop} s left" | tee -a "$out/gpu.log"
+    exit 0
+  fi
+  step beyond timeout -s TERM -k 15 "$stop" "$python" -m sweep run --study "$(study_file beyond stratified)" \
+    --trials "${BEYOND_TRIALS:-100}" --engine "$engine" "${devopt[@]}" --data "$data" --timeout "${BEYOND_S:-$((stop / 2))}" \
+    --storage "sqlite:///$out/beyond.db" --keep-top 0
+  step beyond_studies sweep studies --storage "sqlite:///$out/beyond.db"
+  step beyond_export sweep export --storage "sqlite:///$out/beyond.db" --format md --per-class --top 5
   exit 0
 fi
 step machine bash -c "$machine"

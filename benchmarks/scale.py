@@ -45,7 +45,7 @@ def _fake_result(rng: random.Random) -> dict:
     return {"val_acc": val, "best_val_acc": val, "train_s": rng.uniform(2, 20), "images_per_s": 1800.0,
             "epochs_run": EPOCHS, "stop_reason": "completed", "n_params": 667_000, "device": "cpu",
             "device_name": "cpu (bench)", "precision": "bf16", "val_confusion": confusion, "test_acc": val,
-            "test_confusion": confusion, "call_s": 5.0, "fused_k": 1}
+            "test_confusion": confusion, "call_s": 5.0, "engine": "plain", "concurrent": 1}
 
 
 def _grow(study: optuna.Study, spec, dists: dict, target: int, rng: random.Random) -> None:

@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +52,23 @@ def read_source(path: str | os.PathLike) -> Source:
     """Read a FER2013 file or image-folder tree, from the cache when its content was seen before."""
     p = Path(path)
     try:
-        p.stat()
+        st = p.stat()
     except FileNotFoundError:
         raise DataError(f"{p}: no such file or directory") from None
     except OSError as e:  # a symbolic link loop, a path through a file, no permission
         raise DataError(f"{p}: cannot be read ({e.strerror or type(e).__name__})") from None
+    except ValueError:  # a NUL byte in the path
+        raise DataError(f"{p!r}: not a usable path") from None
+    # What it is, before reading: a FIFO waits for a writer forever, /dev/zero never ends.
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise DataError(f"{p}: {_kind(st.st_mode)}, not a data file or folder")
+    if not os.access(p, os.R_OK | (os.X_OK if stat.S_ISDIR(st.st_mode) else 0)):
+        raise DataError(f"{p}: cannot be read (permission denied)")
     if p.is_dir():
-        files = _image_files(p)
+        try:
+            files = _image_files(p)
+        except OSError as e:  # a folder inside that cannot be listed
+            raise DataError(f"{e.filename or p}: cannot be read ({e.strerror or type(e).__name__})") from None
         digest = _hash_tree(p, files)
     else:
         digest = _hash_file(p)
@@ -73,12 +84,22 @@ def read_source(path: str | os.PathLike) -> Source:
     return Source("fer2013", str(p), fmt, digest, images, labels, usage)
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 # ---------------------------------------------------------------- hashing and cache
 
 def _hash_file(p: Path) -> str:
     h = hashlib.sha256()
     try:
         with open(p, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped for something else since checked
+                raise DataError(f"{p}: not a regular file")
             while chunk := f.read(1 << 22):
                 h.update(chunk)
     except OSError as e:
@@ -90,7 +111,10 @@ def _hash_tree(root: Path, files: list[tuple[Path, str, int]]) -> str:
     h = hashlib.sha256()
     for f, _, _ in files:
         h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
+        try:
+            h.update(f.read_bytes())
+        except OSError as e:
+            raise DataError(f"{f}: cannot read ({e.strerror or type(e).__name__})") from None
     return h.hexdigest()[:16]
 
 
@@ -101,6 +125,8 @@ def _cache_path(digest: str) -> Path:
 def _cache_load(digest: str):
     p = _cache_path(digest)
     try:
+        if not stat.S_ISREG(p.stat().st_mode):  # np.load would wait on a FIFO forever
+            return None
         with np.load(p) as z:
             return str(z["format"]), z["images"], z["labels"], z["usage"]
     except (OSError, KeyError, ValueError):

@@ -13,6 +13,9 @@ _LAZY = {
     "fused_net": ("FusedFERNet",),
     "fused_optim": ("FusedOptimizer",),
     "fused_train": ("FusedTrainer", "fuse_key", "outcome", "train_fused"),
+    "multi_train": ("MultiTrainer", "train_multi"),
+    "auto_engine": ("choose_engine",),
+    "trial_run": ("DeviceData", "TrialRun"),
     "training": ("TrainResult", "check_compile", "evaluate", "make_lr_schedule", "train"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}

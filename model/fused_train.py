@@ -149,7 +149,8 @@ class FusedTrainer:
 
     def run_epoch(self) -> dict[Hashable, dict]:
         """Train every member one epoch and evaluate it on val: {key: the epoch's record}, the
-        plain trainer's record plus `fused_k`. Each member's lr schedule steps here, as alone."""
+        plain trainer's record plus `concurrent`, the group's size. Each member's lr schedule
+        steps here, as alone."""
         self._regroup()
         k = len(self.members)
         if k == 0:
@@ -204,7 +205,7 @@ class FusedTrainer:
             m.confusion = confusion[i]
             record = {"epoch": len(m.history) + 1, "train_loss": losses[i], "train_acc": corrects[i] / seen,
                       "val_acc": accs[i], "epoch_s": epoch_s, "images_per_s": seen * k / step_s if step_s > 0 else 0.0,
-                      "fused_k": k}
+                      "concurrent": k}
             m.history.append(record)
             if m.scheduler is not None:  # per epoch; plateau watches val accuracy, as alone
                 m.lr_holder.step()  # a no-op (its one parameter has no gradient) that schedulers expect first

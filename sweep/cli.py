@@ -12,6 +12,7 @@ import typer
 
 from data import SYNTHETIC, DataError, find_fer2013, load_dataset
 
+from . import limits, paths
 from .errors import SweepError
 from .proxy import DEFAULT_CONNECTIONS, DEFAULT_PORT
 from .storage import DEFAULT_STORAGE, MAX_STUDY_NAME, check_storage, mask, normalize, open_storage
@@ -31,20 +32,26 @@ PerGpuOpt = Annotated[Optional[int], typer.Option(min=1, metavar="K", help="Work
 TimeoutOpt = Annotated[Optional[float], typer.Option(min=0, metavar="SECONDS", help="Start no new trial after this many seconds.")]
 KeepTopOpt = Annotated[int, typer.Option(min=0, metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
 CompileOpt = Annotated[str, typer.Option(metavar="MODE", help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only); speed only, see docs/benchmarks.md.")]
-FuseOpt = Annotated[str, typer.Option(metavar="K|auto|off", help="Train up to K trials per worker as one fused network; auto: 16 on a GPU, off on a CPU. Trials fuse when they share batch size, width, optimizer and precision.")]
+EngineOpt = Annotated[str, typer.Option(metavar="plain|auto|fused[:K]|multi[:K]", help="How a worker trains: plain, one trial at a time; multi, up to K trials (4) of any hyperparameters side by side; fused, up to K trials (16) that share batch size, width, optimizer and precision as one network; auto, on a GPU the fastest of these as each worker measures it at its start (plain elsewhere). See README, 'Engines'.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress: only warnings, errors (one line each) and the final summary line.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (keys in README) instead of text.")]
 
 
 def _version(value: bool) -> None:
     if value:
-        from .provenance import sweep_version
+        import re
 
-        typer.echo(f"sweep {sweep_version()}")
+        from .provenance import DISTRIBUTION, git_commit, sweep_version
+
+        commit = git_commit()  # in a checkout: its HEAD (+dirty); anything else names no commit
+        at = f" (commit {commit})" if isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{7,64}(\+dirty)?", commit) else ""
+        typer.echo(f"{DISTRIBUTION} {sweep_version()}{at}")
         raise typer.Exit()
 
 
 @app.callback()
 def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                help="Print sweep's version and exit.")] = False) -> None:
+                                                help="Print the distribution, its version and, in a checkout, the commit; then exit.")] = False) -> None:
     """Hyperparameter sweeps of the facial-emotion CNN of Qu, Dhakal & Carrillo (2023) on FER2013,
     stored in Optuna.
 
@@ -53,7 +60,7 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def _fail(message: str, code: int = 2):
-    typer.echo(f"sweep: error: {message}", err=True)
+    typer.echo(f"sweep: error: {limits.printable(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -135,7 +142,9 @@ def friendly(fn):
         except Exception as e:
             from .proxy import lost_proxy_line
 
-            line = lost_proxy_line(e)
+            from .storage import storage_error_line
+
+            line = lost_proxy_line(e) or storage_error_line(e)
             if line is None:
                 raise
             _fail(line)
@@ -184,7 +193,8 @@ def run(
     artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Where the best trials' weights are kept [default: NAME-artifacts/ beside a SQLite file NAME.db, else ./artifacts].")] = None,
     keep_top: KeepTopOpt = 3,
     compile: CompileOpt = "off",
-    fuse: FuseOpt = "off",
+    engine: EngineOpt = "plain",
+    quiet: QuietOpt = False,
 ):
     """Run a sweep until the study holds --trials finished trials.
 
@@ -194,16 +204,22 @@ def run(
     from .pool import fork_server
     from .runner import Interrupted, plan_workers, run_sweep
 
+    limits.options(trials=trials, seed=seed, workers=workers, per_gpu=per_gpu, timeout=timeout, keep_top=keep_top,
+                   name=name, study=study, data=data, storage=storage, artifact_dir=artifact_dir)
     spec, source, notice = _resolve(study, data)
+    if name is None:  # the study file's name is the study's
+        limits.name(f"study file {spec.path!r}", spec.name)
     if name is not None and not name.strip():
         raise SweepError("--name: a study name cannot be empty")
     if name is not None and len(name) > MAX_STUDY_NAME:
         raise SweepError(f"--name: {len(name)} characters; a study name holds at most {MAX_STUDY_NAME}")
     _check_device(device)
     gpu_list = _parse_gpus(gpus)
-    plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)  # bad options fail before anything is read or written
+    plan_workers(device, workers, gpu_list, per_gpu, compile, engine)  # bad options fail before anything is read or written
     url = normalize(storage)
     check_storage(url, create=True)
+    if keep_top > 0:  # a file where the weights' folder belongs is refused before the storage is written
+        paths.folder(Path(artifact_dir or _default_artifact_dir(url)), "--artifact-dir ")
     if notice:  # only once the arguments are known to be good: one mistake, one line
         typer.echo(notice, err=True)
     with fork_server():  # the workers' torch loads while the data and the storage do
@@ -216,19 +232,54 @@ def run(
         try:
             with sqlite_writer_lock(url):
                 st = open_storage(url, create=True, checked=True)  # checked above, before the data was read
-                typer.echo(banner, err=True)
+                if not quiet:
+                    typer.echo(banner, err=True)
                 summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
                                     timeout_s=timeout, seed=seed, workers=workers, gpus=gpu_list, per_gpu=per_gpu,
                                     artifact_dir=artifact_dir or _default_artifact_dir(url), keep_top=keep_top,
-                                    compile=compile, fuse=fuse, announce=lambda line: typer.echo(line, err=True))
+                                    compile=compile, engine=engine, announce=lambda line: typer.echo(line, err=True),
+                                    progress=not quiet)
         except Interrupted:
-            _say_interrupted("sweep: interrupted; the running trials were marked FAIL. Run the same command to resume.")
+            _say_interrupted("sweep: interrupted; trials in training were marked FAIL, trials not yet trained wait "
+                             "for the next run. Run the same command to resume.")
     best = (f"best val {summary.best_value:.2%} (trial {summary.best_number})"
             if summary.best_value is not None else "no complete trial")
     stop = {"timeout": " (stopped by --timeout)", "grid": " (the grid is exhausted)"}.get(summary.stopped_by, "")
-    typer.echo(f"study '{summary.study_name}': {summary.finished}/{summary.target} finished{stop} "
+    typer.echo(f"study '{summary.study_name}': {_finished(summary)}{stop} "
                f"({summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed); {best}")
-    typer.echo(f"browse it: sweep dashboard{'' if storage == DEFAULT_STORAGE else ' --storage ' + mask(url)}")
+    if not quiet:
+        typer.echo(f"browse it: {how_to_call()} dashboard{'' if storage == DEFAULT_STORAGE else ' --storage ' + mask(url)}")
+
+
+def _finished(summary) -> str:
+    """'7/10 finished', or, where a lowered budget is below what the study holds, that said plainly."""
+    if summary.finished > summary.target:
+        return (f"{summary.finished} finished, more than its budget of {summary.target} (the budget is below "
+                f"what the study holds{'; nothing was run' if not summary.ran else ''})")
+    return f"{summary.finished}/{summary.target} finished"
+
+
+def how_to_call() -> str:
+    """How to run sweep again from this shell: `sweep` where that is this command on PATH, else the
+    command as it was invoked (`.venv/bin/sweep` after the README's set-up, or `python -m sweep`)."""
+    import os
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(argv0)
+    if name == "__main__.py":  # python -m sweep
+        exe = sys.executable
+        rel = os.path.relpath(exe)
+        return f"{rel if not rel.startswith('..') else exe} -m sweep"
+    if name != "sweep":  # called from Python (a test, a notebook): the plain name
+        return "sweep"
+    found = shutil.which("sweep")
+    try:
+        if found and os.path.samefile(found, argv0):
+            return "sweep"
+    except OSError:
+        pass
+    return argv0 if os.sep in argv0 else os.path.abspath(argv0)
 
 
 def _default_artifact_dir(url: str) -> str:
@@ -247,6 +298,7 @@ def _parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
         raise SweepError(f"--gpus {gpus}: expected GPU indices like 0,1") from None
     if not out:
         raise SweepError("--gpus: no GPU index given")
+    limits.counts("--gpus", out, limits.MAX_COUNTS - 1)
     return out
 
 
@@ -264,7 +316,8 @@ def worker(
     artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="Where the best trials' weights are kept [default: the study's].")] = None,
     keep_top: KeepTopOpt = 3,
     compile: CompileOpt = "off",
-    fuse: FuseOpt = "off",
+    engine: EngineOpt = "plain",
+    quiet: QuietOpt = False,
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
     from .locks import sqlite_writer_lock
@@ -272,10 +325,12 @@ def worker(
     from .runner import Interrupted, plan_workers, run_sweep
     from .stored import pick_study, spec_and_data
 
+    limits.options(workers=workers, per_gpu=per_gpu, timeout=timeout, keep_top=keep_top, data=data, storage=storage,
+                   artifact_dir=artifact_dir)
     url = normalize(storage)
     _check_device(device)
     gpu_list = _parse_gpus(gpus)
-    plan_workers(device, workers, gpu_list, per_gpu, compile, fuse)
+    plan_workers(device, workers, gpu_list, per_gpu, compile, engine)
     with fork_server():  # the workers' torch loads while the storage and the data do
         st = open_storage(url, create=False)
         s = pick_study(st, study)
@@ -283,36 +338,50 @@ def worker(
         if "target_trials" not in attrs:
             raise SweepError(f"study '{study}' was not made by `sweep run`; start it with sweep run first")
         spec, dataset = spec_and_data(s, data)
-        typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
+        if keep_top > 0:
+            paths.folder(Path(artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url)), "--artifact-dir ")
+        if not quiet:
+            typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
         try:
             with sqlite_writer_lock(url):
                 summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
                                     timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
-                                    gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, fuse=fuse,
-                                    artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url))
+                                    gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, engine=engine,
+                                    artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url),
+                                    progress=not quiet)
         except Interrupted:
-            _say_interrupted("sweep: interrupted; the running trials were marked FAIL.")
-    typer.echo(f"study '{study}': {summary.finished}/{summary.target} finished; this worker ran {summary.ran}")
+            _say_interrupted("sweep: interrupted; trials in training were marked FAIL, trials not yet trained wait "
+                             "for the next run.")
+    typer.echo(f"study '{study}': {_finished(summary)}; this worker ran {summary.ran}")
 
 
 @app.command(short_help="List the studies in a storage with their progress and best value.")
 @friendly
-def studies(storage: StorageOpt = DEFAULT_STORAGE):
+def studies(storage: StorageOpt = DEFAULT_STORAGE, json_out: JsonOpt = False):
     """List the studies in a storage: finished trials against the budget, trials by state, the best value."""
     from .stored import study_rows
 
+    limits.options(storage=storage)
     rows = study_rows(open_storage(storage, create=False))
+    if json_out:
+        import json
+
+        out = [{"study": r["study"], "data": r["data"], "budget": r["budget"], "finished": r["complete"] + r["pruned"],
+                **{k: r[k] for k in ("complete", "pruned", "failed", "running", "training", "waiting", "best_value")}}
+               for r in rows]
+        typer.echo(json.dumps(out, indent=2))
+        return
     if not rows:
         typer.echo(f"no studies in {mask(normalize(storage))}")
         return
     header = (f"{'study':<24} {'data':<10} {'finished':>9} {'complete':>8} {'pruned':>7} {'failed':>7} "
-              f"{'running':>8} {'best val':>9}")
+              f"{'training':>8} {'waiting':>7} {'best val':>9}")
     typer.echo(header)
     for r in rows:
         best = f"{r['best_value']:.2%}" if r["best_value"] is not None else "-"
         finished = f"{r['complete'] + r['pruned']}/{r['budget'] if r['budget'] is not None else '-'}"
-        typer.echo(f"{r['study']:<24} {r['data']:<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
-                   f"{r['failed']:>7} {r['running']:>8} {best:>9}")
+        typer.echo(f"{limits.printable(r['study']):<24} {r['data']:<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
+                   f"{r['failed']:>7} {r['training']:>8} {r['waiting']:>7} {best:>9}")
 
 
 @app.command(short_help="Print a study's best trial: value, parameters, how it was measured.")
@@ -320,11 +389,18 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE):
 def best(
     study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
+    json_out: JsonOpt = False,
 ):
     """Print the best trial of a study: value, parameters and how it was measured."""
-    from .stored import best_trial_lines, pick_study
+    from .stored import best_record, best_trial_lines, pick_study
 
+    limits.options(storage=storage)
     s = pick_study(open_storage(storage, create=False), study)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(best_record(s), indent=2))
+        return
     for line in best_trial_lines(s):
         typer.echo(line)
 
@@ -342,6 +418,7 @@ def proxy(
     of workers that died, as directly connected workers do."""
     from .proxy import serve
 
+    limits.options(storage=storage, host=host)
     try:
         serve(storage, host, port, connections, lambda line: typer.echo(line, err=True))
     except KeyboardInterrupt:
@@ -359,6 +436,7 @@ def dashboard(
     """Serve optuna-dashboard on a study storage (safe while a sweep writes it)."""
     from .dashboard import serve
 
+    limits.options(storage=storage, host=host, artifact_dir=artifact_dir)
     try:
         serve(storage, host, port, artifact_dir, lambda line: typer.echo(line, err=True))
     except KeyboardInterrupt:
@@ -394,6 +472,9 @@ def export(
 
     if format not in FORMATS:
         raise SweepError(f"unknown format '{format}' (choose from {', '.join(FORMATS)})")
+    limits.options(top=top, storage=storage, output=output)
+    if output is not None:  # before the storage is read: a FIFO nobody reads would wait forever
+        paths.output_file(output, "-o ")
     res = load_results(pick_study(open_storage(storage, create=False), study), intermediate=False)
     _write(render(res, select(res, top, by), format, per_class), output)
 
@@ -409,6 +490,8 @@ def report(
     from .report import build_report
     from .stored import pick_study
 
+    limits.options(studies=study or [], storage=storage, output=output)
+    paths.output_file(output, "-o ")  # before the report is built: seconds, for nothing
     st = open_storage(storage, create=False)
     studies = [pick_study(st, name) for name in (study or [None])]
     _write(build_report(studies), output)
@@ -426,28 +509,33 @@ def bench(
     compile: CompileOpt = "off",
     pack: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials trained at once in K processes on the device, for each K in a list like 1,2,4,8.")] = None,
     fuse: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials fused into one network, for each K in a list like 1,4,16,32, against one plain trial.")] = None,
+    multi: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials side by side in one process (--engine multi), for each K in a list like 1,2,4,8, against one plain trial.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Measure training speed: this trainer against a paper-style per-image DataLoader pipeline."""
+    limits.options(steps=steps, batch_size=batch_size, width=width, repeats=repeats, data=data)
     _import_torch()
     import json
 
     from model import check_compile, resolve_device
 
-    from .bench import format_bench, format_fuse, format_pack, run_bench, run_fuse, run_pack
+    from .bench import format_bench, run_bench
+    from .bench_many import format_engine, format_pack, run_engine, run_pack
 
     try:
         check_compile(compile, resolve_device(device))
     except ValueError as e:
         raise SweepError(str(e)) from None
     say = None if json_out else (lambda line: typer.echo(line, err=True))
-    if pack is not None and fuse is not None:
-        raise SweepError("--pack and --fuse measure different things: give one")
-    if fuse is not None:
-        fused = run_fuse(_counts("--fuse", fuse), steps=steps, batch_size=batch_size, width=width, repeats=repeats,
-                         device=device, compile=compile, progress=say)
-        typer.echo(json.dumps(fused.to_dict(), indent=2) if json_out else format_fuse(fused))
-        return
+    if sum(x is not None for x in (pack, fuse, multi)) > 1:
+        raise SweepError("--pack, --fuse and --multi measure different things: give one")
+    for engine, ks in (("fused", fuse), ("multi", multi)):
+        if ks is not None:
+            result = run_engine(engine, _counts(f"--{'fuse' if engine == 'fused' else engine}", ks), steps=steps,
+                                batch_size=batch_size, width=width, repeats=repeats, device=device, compile=compile,
+                                progress=say)
+            typer.echo(json.dumps(result.to_dict(), indent=2) if json_out else format_engine(result))
+            return
     if pack is not None:
         ks = _counts("--pack", pack)
         packed = run_pack(ks, steps=steps, batch_size=batch_size, width=width, device=device, compile=compile,
@@ -466,6 +554,7 @@ def _counts(option: str, text: str) -> list[int]:
         raise SweepError(f"{option} {text}: expected trial counts like 1,2,4,8") from None
     if not ks or min(ks) < 1:
         raise SweepError(f"{option} {text}: expected trial counts of at least 1, like 1,2,4,8")
+    limits.counts(option, ks, limits.max_workers() if option == "--pack" else limits.MAX_CONCURRENT)
     return ks
 
 
@@ -480,6 +569,7 @@ def confirm(
     device: DeviceOpt = "auto",
 ):
     """Re-train the top trials with new seeds and record mean and std of val and test accuracy."""
+    limits.options(top=top, seeds=seeds, data=data, storage=storage)
     _import_torch()
     from model import resolve_device
 
@@ -508,7 +598,16 @@ def confirm(
         typer.echo(f"trial {r['trial']}: val {r['val_mean']:.2%} +- {r['val_std']:.2%}{test} over {len(r['seeds'])} seeds")
 
 
-@app.command(short_help="Emotion probabilities for images, from the best kept weights.")
+class _ImagesUsage(typer.core.TyperCommand):
+    """Usage: sweep predict [OPTIONS] IMAGE... (Typer writes a required argument as {IMAGE})."""
+
+    def collect_usage_pieces(self, ctx):
+        import re
+
+        return [re.sub(r"\{([A-Z]+)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+
+@app.command(cls=_ImagesUsage, short_help="Emotion probabilities for images, from the best kept weights.")
 @friendly
 def predict(
     images: Annotated[list[str], typer.Argument(metavar="IMAGE", hidden=True)],
@@ -520,6 +619,9 @@ def predict(
 
     IMAGE: one or more image files, any size or colour (each is made 48x48 grayscale and
     equalised, as in training)."""
+    limits.options(images=images, storage=storage)
+    for image in images:  # before the storage and torch: a FIFO among them would wait forever
+        paths.regular_file(Path(image))
     _import_torch()
     import json
 

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from .errors import SweepError
 from .runner import Interrupted, InterruptOnce, trial_seed
+from .storage import check_same_file
 
 CONFIRM_PREFIX = "confirm:"
 SEED_OFFSET = 7919  # confirmation seeds come from another stream than the trials' own
@@ -49,6 +50,7 @@ def confirm(study: optuna.Study, spec, dataset, *, top: int, seeds: int, device:
                     val.append(r.val_acc)
                     if r.test_acc is not None:
                         test.append(r.test_acc)
+                    check_same_file(study._storage)  # a deleted SQLite file would take the result with it
                     study.set_user_attr(f"{CONFIRM_PREFIX}{t.number}", json.dumps(_record(t.number, done, val, test)))
                     if progress:
                         progress(f"trial {t.number} seed {seed}: val {r.val_acc:.2%}"
@@ -56,6 +58,7 @@ def confirm(study: optuna.Study, spec, dataset, *, top: int, seeds: int, device:
                 out.append(_record(t.number, done, val, test))
         except KeyboardInterrupt:
             raise Interrupted() from None  # every seed trained so far is stored
+    check_same_file(study._storage)  # deleted after the last seed: not recorded after all
     return out
 
 

@@ -18,6 +18,7 @@ from model import accuracy_by_class
 
 from .confirm import confirmations
 from .errors import SweepError
+from .limits import printable
 from .results import StudyResults, param_value
 
 FORMATS = ("csv", "md", "latex", "json", "html")
@@ -104,25 +105,28 @@ def render(res: StudyResults, trials: list[FrozenTrial], fmt: str, per_class: bo
         w = csv.DictWriter(out, fieldnames=cols, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else _csv_cell(v)) for k, v in r.items()})
         return out.getvalue()
     if fmt == "json":
         return json.dumps({"summary": summary(res), "columns": cols, "rows": rows}, indent=2) + "\n"
     heads = [HEADERS.get(c, c) for c in cols]
     cells = [[human(res, c, r[c]) for c in cols] for r in rows]
     if fmt == "md":
-        lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---:" if c in ("rank", "trial") else "---" for c in cols) + "|"]
-        lines += ["| " + " | ".join(x.replace("|", "\\|") for x in row) + " |" for row in cells]
-        return "\n".join(lines) + "\n\n" + summary_line(res) + "\n"
+        lines = ["| " + " | ".join(map(_md_escape, heads)) + " |",
+                 "|" + "|".join("---:" if c in ("rank", "trial") else "---" for c in cols) + "|"]
+        lines += ["| " + " | ".join(_md_escape(x) for x in row) + " |" for row in cells]
+        return "\n".join(lines) + "\n\n" + _md_escape(summary_line(res), cell=False) + "\n"
     if fmt == "latex":
         esc = _latex_escape
-        lines = [f"% {summary_line(res)}", "\\begin{tabular}{" + "r" * 2 + "l" * (len(cols) - 2) + "}", "\\toprule",
+        lines = [f"% {printable(summary_line(res))}", "\\begin{tabular}{" + "r" * 2 + "l" * (len(cols) - 2) + "}", "\\toprule",
                  " & ".join(esc(h) for h in heads) + " \\\\", "\\midrule"]
         lines += [" & ".join(esc(x) for x in row) + " \\\\" for row in cells]
         lines += ["\\bottomrule", "\\end{tabular}"]
         return "\n".join(lines) + "\n"
     if fmt == "html":
-        e = html.escape
+        def e(x: str) -> str:
+            return html.escape(printable(x))
+
         head = "".join(f"<th>{e(h)}</th>" for h in heads)
         body = "".join("<tr>" + "".join(f"<td>{e(x)}</td>" for x in row) + "</tr>\n" for row in cells)
         return (f"<table class=\"best-params\">\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
@@ -135,4 +139,24 @@ _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"
 
 
 def _latex_escape(s: str) -> str:
-    return "".join(_LATEX.get(ch, ch) for ch in s)
+    return "".join(_LATEX.get(ch, ch) for ch in printable(s))
+
+
+# Every user string is escaped for the format it lands in, whatever was refused before it was
+# stored (a study made by another tool may hold anything): control characters are written out
+# (\n, \x1b), so that no newline ends a LaTeX comment or a Markdown table row.
+_MD = {"|": "\\|", "\\": "\\\\", "[": "\\[", "]": "\\]", "`": "\\`", "<": "&lt;", ">": "&gt;", "&": "&amp;"}
+
+
+def _md_escape(s: str, cell: bool = True) -> str:
+    """Markdown text: no raw HTML, no links, no code spans; in a table cell no column break."""
+    out = "".join(_MD.get(ch, ch) for ch in printable(s))
+    return out if cell or not out.startswith(("#", ">", "-", "+", "*", "=")) else "\\" + out
+
+
+def _csv_cell(v):
+    """A CSV cell a spreadsheet opens as text, never as a formula (=, +, -, @ first)."""
+    if not isinstance(v, str):
+        return v
+    v = printable(v)
+    return "'" + v if v.startswith(("=", "+", "-", "@")) else v

@@ -20,8 +20,16 @@ import optuna
 
 from .errors import SweepError
 
-FUSE_AUTO_CUDA = 16  # --fuse auto on a GPU: trials fused per worker (memory permitting)
-FUSE_MODES = "K (trials fused per worker), auto or off"
+# How a worker trains (--engine): plain, one trial at a time; fused, up to K trials that share
+# model.FUSE_KEYS as one network (model.FusedTrainer); multi, up to K trials of any hyperparameters
+# side by side, a step each in turn, each on a CUDA stream of its own (model.MultiTrainer).
+# auto: on a GPU each worker measures the candidates at its start (model.auto_engine) and trains
+# with the fastest, never slower than plain; elsewhere it is plain.
+ENGINES = ("plain", "fused", "multi", "auto")
+ENGINE_FORMS = "auto, plain, fused[:K] or multi[:K]"
+# K where --engine names none. fused: 16 measured 1.22x one plain trial on an H200 (docs/benchmarks.md);
+# multi: unmeasured on GPUs so far, and each member holds a whole network and optimizer state.
+DEFAULT_CONCURRENT = {"fused": 16, "multi": 4}
 
 
 @dataclass
@@ -40,7 +48,8 @@ class Worker:
     gpu: int | None  # physical GPU index, when on a GPU
     proc: mp.Process
     conn: object
-    capacity: int = 1  # trials at once: the size of its fused group (1: one plain trial)
+    capacity: int = 1  # trials at once: its fused group's or multi trainer's size (1: one plain trial)
+    engine: str = "plain"  # one of ENGINES; auto until the worker says what it measured fastest
     ready: bool = False
     started: float = field(default_factory=time.perf_counter)
     running: dict[int, Running] = field(default_factory=dict)  # trial number -> trial
@@ -48,10 +57,11 @@ class Worker:
 
     @property
     def group_key(self) -> tuple | None:
-        """What a trial must share to join this worker's group (None: anything, it is empty)."""
+        """What a trial must share to join this worker's group (None: anything: it is empty, or
+        its engine trains any trials side by side)."""
         from model import FUSE_KEYS
 
-        if not self.running:
+        if not self.running or self.engine == "multi":
             return None
         c = next(iter(self.running.values())).config
         return tuple(c[k] for k in FUSE_KEYS)
@@ -110,9 +120,12 @@ def stop_fork_server() -> None:
 
 class Pool:
     def __init__(self, n: int, devices: list[tuple[str, int | None]], data_args: dict, threads: int,
-                 compile: str = "off", fuse: int = 1):
+                 compile: str = "off", engine: str = "plain", concurrent: int = 1, auto: dict | None = None):
+        """`auto` (engine auto): the study's `probe` configuration and whether its trials are
+        `fusable`, for the worker's measurement."""
         self.ctx = _context()
-        self.data_args, self.threads, self.compile, self.fuse = data_args, threads, compile, fuse
+        self.data_args, self.threads, self.compile = data_args, threads, compile
+        self.engine, self.concurrent, self.auto = engine, concurrent, auto
         self.workers: list[Worker] = [self._spawn(i, *devices[i % len(devices)]) for i in range(n)]
 
     def _spawn(self, index: int, device: str, gpu: int | None, capacity: int | None = None) -> Worker:
@@ -122,12 +135,12 @@ class Pool:
         if gpu is not None:  # the worker sees exactly its GPU (read when CUDA initialises, in the worker)
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
         parent, child = self.ctx.Pipe()
-        fused = self.fuse > 1
-        proc = self.ctx.Process(target=worker_main, args=(child, self.data_args, self.threads, env, self.compile, fused),
-                                daemon=True, name=f"sweep-worker-{index}")
+        auto = {**self.auto, "device": device} if self.engine == "auto" else None
+        proc = self.ctx.Process(target=worker_main, args=(child, self.data_args, self.threads, env, self.compile,
+                                                          self.engine, auto), daemon=True, name=f"sweep-worker-{index}")
         proc.start()
         child.close()
-        return Worker(index, device, gpu, proc, parent, capacity=capacity or self.fuse)
+        return Worker(index, device, gpu, proc, parent, capacity=capacity or self.concurrent, engine=self.engine)
 
     def respawn(self, w: Worker) -> Worker:
         with contextlib.suppress(OSError, EOFError, ValueError):
@@ -155,29 +168,36 @@ class Pool:
         stop_fork_server()
 
 
-def parse_fuse(fuse: str) -> str | int:
-    """'off' -> 1, 'auto', or a whole number K >= 1."""
-    if fuse in ("off", "auto"):
-        return 1 if fuse == "off" else "auto"
+def parse_engine(engine: str) -> tuple[str, int]:
+    """'plain' -> ('plain', 1); 'fused' or 'fused:K', 'multi' or 'multi:K' -> (engine, K)."""
+    from .limits import MAX_CONCURRENT, at_most, text
+
+    text("--engine", engine, 40)
+    kind, colon, k = engine.strip().partition(":")
+    if kind not in ENGINES or (kind in ("plain", "auto") and colon):
+        raise SweepError(f"--engine {engine}: expected {ENGINE_FORMS}")
+    if not colon:  # auto: the most its worker may choose, until it has
+        return kind, DEFAULT_CONCURRENT.get(kind, MAX_CONCURRENT if kind == "auto" else 1)
     try:
-        k = int(fuse)
+        n = int(k)
     except ValueError:
-        raise SweepError(f"--fuse {fuse}: expected {FUSE_MODES}") from None
-    if k < 1:
-        raise SweepError(f"--fuse {fuse}: expected {FUSE_MODES}")
-    return k
+        raise SweepError(f"--engine {engine}: K must be a whole number, as in {kind}:4") from None
+    if n < 1:
+        raise SweepError(f"--engine {engine}: K must be at least 1 trial per worker")
+    at_most(f"--engine {kind}:K, K =", n, MAX_CONCURRENT, " trials per worker")
+    return kind, n
 
 
 def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_gpu: int | None,
-                 compile: str = "off", fuse: str = "off") -> tuple[int, list[tuple[str, int | None]], int, int]:
+                 compile: str = "off", engine: str = "plain") -> tuple[int, list[tuple[str, int | None]], int, str, int]:
     """(number of workers, [(device, gpu index)] they cycle through, torch threads per worker,
-    trials fused per worker)."""
+    engine, trials per worker at once)."""
     from model import COMPILE_MODES
 
     cores = _usable_cores()
     if workers is not None and workers < 1:
         raise SweepError("--workers must be at least 1")
-    fused = parse_fuse(fuse)
+    kind, k_trials = parse_engine(engine)
     # torch only where CUDA must be asked about: a coordinator on the CPU trains nothing itself
     on_cuda = device.startswith("cuda") or (device == "auto" and _cuda_available())
     if per_gpu is not None and not on_cuda:
@@ -188,6 +208,11 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
         raise SweepError(f"--compile must be one of {', '.join(COMPILE_MODES)}, not '{compile}'")
     if compile == "cudagraphs" and not on_cuda:
         raise SweepError("--compile cudagraphs needs CUDA (CUDA is not available here, or --device is not cuda)")
+    if compile == "cudagraphs" and kind == "multi":
+        # torch.compile's graphs replay on the stream they were recorded on; multi gives each trial its own
+        raise SweepError("--compile cudagraphs and --engine multi do not go together: use one of them")
+    if compile != "off" and kind == "auto":  # auto measures eager engines; a compiled run trains one trial at a time
+        kind, k_trials = "plain", 1
     if on_cuda:
         import torch
 
@@ -200,14 +225,14 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
         k = per_gpu or 1
         n = workers if workers is not None else len(gpus) * k
         slots = [("cuda", g) for _ in range(k) for g in gpus]
-        # auto: fusion is what makes a GPU pay for this small network (docs/benchmarks.md); a
-        # worker that runs out of memory halves its group, so too large a guess costs one retry.
-        return n, slots, max(1, cores // n), FUSE_AUTO_CUDA if fused == "auto" else fused
+        # A worker that runs out of memory halves its group, so too large a K costs one retry.
+        return n, slots, max(1, cores // n), kind, k_trials
+    if kind == "auto":  # off CUDA, one trial at a time measured fastest (docs/benchmarks.md)
+        kind, k_trials = "plain", 1
     dev = "cpu" if device == "auto" and not _mps() else ("mps" if device == "auto" else device)
     n = workers if workers is not None else 1
-    # Workers split the cores: oversubscribed threads measured 26-44% slower here. auto: no
-    # fusion off CUDA, where grouped convolutions measured slower than one trial after another.
-    return n, [(dev, None)], max(1, cores // n), 1 if fused == "auto" else fused
+    # Workers split the cores: oversubscribed threads measured 26-44% slower here.
+    return n, [(dev, None)], max(1, cores // n), kind, k_trials
 
 
 # Device nodes without which no CUDA runtime can reach a GPU on Linux: NVIDIA's, ROCm's (its torch

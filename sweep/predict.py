@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from data import CLASSES, IMAGE_SIZE, equalize
 
+from . import paths
 from .errors import SweepError
 from .study_file import parse_study
 
@@ -21,14 +22,15 @@ def load_image(path: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
-    if not p.is_file():
-        raise SweepError(f"{path}: no such file")
+    paths.regular_file(p)  # a FIFO would wait forever, a device never end
     try:
         with Image.open(p) as im:
             im = im.convert("L")
             if im.size != (IMAGE_SIZE, IMAGE_SIZE):
                 im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError:  # more pixels than Pillow's ceiling (about 179 million)
+        raise SweepError(f"{path}: the image is larger than {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise SweepError(f"{path}: not a readable image ({type(e).__name__})") from None
     return equalize(arr[None])[0]

@@ -16,7 +16,7 @@ def trial_record(result: dict, study_attrs: dict, *, pruned: bool, compile: str,
     attrs = {
         "val_acc": result["val_acc"],
         "best_val_acc": result["best_val_acc"],
-        "train_s": round(result["train_s"], 3),  # fused: the trial's share of its group's time
+        "train_s": round(result["train_s"], 3),  # in company (fused, multi): its share of the worker's time
         "images_per_s": round(result["images_per_s"], 1),
         "epochs_run": result["epochs_run"],
         "stop_reason": "pruned" if pruned else result["stop_reason"],
@@ -25,7 +25,8 @@ def trial_record(result: dict, study_attrs: dict, *, pruned: bool, compile: str,
         "device_name": result["device_name"],
         "precision": result["precision"],
         "compile": compile,
-        "fused_k": result.get("fused_k", 1),  # the mean size of the group it trained in (1: alone)
+        "engine": result.get("engine", "plain"),  # how its worker trained it: plain | fused | multi
+        "concurrent": result.get("concurrent", 1),  # mean trials its worker trained at once with it (1: alone)
         "data_name": study_attrs.get("data_name"),
         "data_hash": study_attrs.get("data_hash"),
         "versions": versions_line(),

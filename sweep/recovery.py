@@ -23,6 +23,8 @@ MAX_RETRIES = 2  # re-queues of a trial whose process died (same parameters and 
 # Optuna's gRPC proxy carries no heartbeats: through it, a heartbeat is this system attribute,
 # which `sweep proxy` records as a real heartbeat instead of storing it (sweep.proxy).
 HEARTBEAT_ATTR = "sweep:heartbeat"
+# What a trial records when it is handed to a worker; a RUNNING trial without them waits for a slot.
+WORKER_ATTRS = ("worker", "worker_pid", "gpu_index")
 
 
 def beat(storage, trial_id: int) -> None:
@@ -58,6 +60,30 @@ def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> bool:
         return study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
+
+
+def back_to_waiting(study: optuna.Study, trial_id: int) -> bool:
+    """A RUNNING trial that never reported an epoch goes back to WAITING, as if never asked: the
+    next `ask` anywhere runs it first, with the parameters it has and its seed, and nothing records
+    it as failed. Its heartbeat goes with it: an old one would make it look abandoned the moment it
+    runs again. False where the storage cannot (a storage proxy) or the trial is no longer RUNNING
+    or has an epoch: the caller fails it instead."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return False
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(backend.scoped_session) as session:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+        if trial.state != TrialState.RUNNING or trial.intermediate_values:
+            return False
+        trial.state = TrialState.WAITING
+        session.query(models.TrialHeartbeatModel).filter(models.TrialHeartbeatModel.trial_id == trial_id).delete()
+        # no longer any worker's: `sweep studies` counts a RUNNING trial with a worker as training
+        attrs = models.TrialUserAttributeModel
+        session.query(attrs).filter(attrs.trial_id == trial_id, attrs.key.in_(WORKER_ATTRS)).delete()
+    return True
 
 
 def recover_abandoned(study: optuna.Study) -> list[int]:

@@ -9,8 +9,8 @@ validation accuracy of the model the run ends with (the final epoch), never the 
 Nothing is lost and nothing stays stuck: a worker that dies fails its trials and they are
 queued again with the same parameters and seed; RUNNING trials of a dead coordinator are found by
 pid (same host) or stale heartbeat (any host) and queued again (sweep.recovery); a CUDA
-out-of-memory halves a fused group, and a lone trial is retried once alone on its GPU before it
-counts as a failure.
+out-of-memory halves a worker's group (fused or multi), and a lone trial is retried once alone on
+its GPU before it counts as a failure.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from data import Dataset
+from model import FUSE_KEYS
 
 from .coordinator import FINISHED, Coordinator, count_finished, trial_seed
 from .errors import SweepError
@@ -31,6 +32,7 @@ from .locks import budget_lock
 from .pool import Pool, plan_workers
 from .provenance import git_commit, versions_line
 from .recovery import recover_abandoned
+from .storage import SpaceReserve, check_same_file, disk_full, file_identity
 from .sampling import distributions, grid_size, make_pruner, make_sampler
 from .study_file import StudySpec
 from .weights import KeptWeights
@@ -81,8 +83,8 @@ def open_study(spec: StudySpec, data: Dataset, storage, name: str, seed: int) ->
             wanted = study_attrs(spec, data, seed)
             for key in ("definition", "data_hash", "split", "seed"):
                 if key in attrs and attrs[key] != wanted[key]:
-                    raise SweepError(f"study '{name}' already exists with a different {key.replace('_', ' ')} "
-                                     f"({attrs[key] if key != 'definition' else 'study file changed'}); "
+                    raise SweepError(f"study '{name}' already exists with {_differs(key, attrs[key], wanted[key])}; "
+                                     f"{'pass --seed ' + str(attrs[key]) + ' to continue it, or ' if key == 'seed' else ''}"
                                      "use --name to start a new study")
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                     sampler=make_sampler(spec, seed), pruner=make_pruner(spec), load_if_exists=True)
@@ -94,6 +96,15 @@ def open_study(spec: StudySpec, data: Dataset, storage, name: str, seed: int) ->
             for params in spec.enqueue:
                 study.enqueue_trial(params, skip_if_exists=True)
     return study
+
+
+def _differs(key: str, stored, wanted) -> str:
+    """What a stored study has that this run does not, both said."""
+    if key == "definition":
+        return "a different study definition (the study file changed)"
+    if key == "data_hash":
+        return f"different data (content hash {stored}; this data's is {wanted})"
+    return f"{key} {stored} (this run asks for {wanted})"
 
 
 class InterruptOnce:
@@ -138,18 +149,41 @@ class InterruptOnce:
 # ---------------------------------------------------------------- the coordinator
 
 
+def probe_config(spec: StudySpec, dists: dict) -> dict:
+    """A study's typical trial, for --engine auto to measure: each searched number at the middle
+    of its range (geometric, on a log scale), the middle of numeric choices, the first of others."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    params = {}
+    for name, d in dists.items():
+        if isinstance(d, CategoricalDistribution):
+            numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in d.choices)
+            params[name] = sorted(d.choices)[len(d.choices) // 2] if numeric else d.choices[0]
+        else:
+            mid = (d.low * d.high) ** 0.5 if d.log else (d.low + d.high) / 2
+            if isinstance(d, IntDistribution):
+                mid = d.low + round((mid - d.low) / d.step) * d.step
+            elif d.step is not None:
+                mid = d.low + round((mid - d.low) / d.step) * d.step
+            params[name] = mid
+    try:
+        return spec.config_for(params, 0).to_dict()
+    except ValueError:  # a combination no trial could train with (the sampler never asks it): the fixed part alone
+        return spec.config_for({}, 0).to_dict()
+
+
 def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str | None = None,
               add: bool = False, device: str = "auto", timeout_s: float | None = None,
               seed: int | None = None, progress: bool = True, workers: int | None = None,
               gpus: list[int] | None = None, per_gpu: int | None = None,
               data_args: dict | None = None, artifact_dir: str | None = None, keep_top: int = 3,
-              compile: str = "off", fuse: str = "off", announce=None) -> RunSummary:
+              compile: str = "off", engine: str = "plain", announce=None) -> RunSummary:
     """Run trials until the study holds its budget of finished ones (`trials`, or `trials` more with `add`).
 
     `announce(line)` is told when this changes a budget the study already had."""
     name = name or spec.name
     seed = spec.seed if seed is None else seed
-    n_workers, slots, threads, fused_k = plan_workers(device, workers, gpus, per_gpu, compile, fuse)
+    n_workers, slots, threads, engine_kind, concurrent = plan_workers(device, workers, gpus, per_gpu, compile, engine)
     study = open_study(spec, data, storage, name, seed)
     recover_abandoned(study)
     dists = distributions(spec)
@@ -183,29 +217,60 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         if coordinator.bar:
             coordinator.bar.close()
         return summary(coordinator, name)
+    reserve = SpaceReserve(storage)  # room to fail the running trials should the disk fill
     with InterruptOnce() as interrupt:
         pool = None
         clean = False
         try:
-            pool = Pool(n_workers, slots, data_args, threads, compile, fused_k)
+            auto = {"probe": probe_config(spec, dists), "fusable": not any(k in spec.search for k in FUSE_KEYS)}
+            pool = Pool(n_workers, slots, data_args, threads, compile, engine_kind, concurrent, auto)
             coordinator.loop(pool, data.content_hash, interrupt)
+            check_same_file(storage)  # deleted during the last trial: its result went with the file
             clean = True
         except KeyboardInterrupt:
             if pool is not None:
                 pool.close(graceful=False)  # stop the training now; the trials are failed below
             coordinator.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
             raise Interrupted() from None
-        except BaseException:
+        except BaseException as e:
             if pool is not None:
                 pool.close(graceful=False)
-            coordinator.fail_all_running("the coordinator stopped on an error")
-            raise
+            try:
+                check_same_file(storage)
+            except SweepError as gone:  # whatever failed, a vanished file is what to say
+                coordinator.fail_all_running("the storage file was deleted or replaced")
+                raise gone from None
+            full = disk_full(e)
+            if full is None:
+                coordinator.fail_all_running("the coordinator stopped on an error")
+                raise
+            reserve.release()
+            raise SweepError(_disk_full_line(coordinator, storage, full)) from None
         finally:
+            reserve.release()
             if pool is not None and clean:
                 pool.close()
             if coordinator.bar:
                 coordinator.bar.close()
     return summary(coordinator, name)
+
+
+def _disk_full_line(coordinator: Coordinator, storage, reason: str) -> str:
+    """A write failed for want of space: fail the run's RUNNING trials (in the room the run's
+    SpaceReserve just gave back), and say so in one line."""
+    coordinator.fail_all_running(f"the disk is full ({reason})")
+    left = 0
+    with contextlib.suppress(Exception):
+        left = sum(t.user_attrs.get("run_id") == coordinator.run_id
+                   for t in coordinator.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    where = ""
+    path = file_identity(storage)
+    if path is not None:
+        where = f" holding {path[0]}"
+    after = ("its running trials were marked FAIL" if not left else
+             f"{left} trial(s) stay RUNNING until the next run fails and re-queues them")
+    return (f"the disk{where} is full ({reason}): the sweep stopped, {after}; free some space and run the same "
+            "command to resume")
 
 
 def summary(coordinator: Coordinator, name: str) -> RunSummary:

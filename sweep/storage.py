@@ -12,6 +12,7 @@ import importlib.util
 import os
 import re
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
@@ -129,6 +130,14 @@ def check_storage(url: str, *, create: bool) -> None:
             return
         if path.is_dir():
             raise SweepError(f"storage '{url}': {path} is a directory, not a database file")
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):  # SQLite would wait on a FIFO forever
+            from .paths import kind
+
+            raise SweepError(f"storage '{url}': {path} is {kind(mode)}, not a database file")
+        if create and read_only_media(path):
+            raise SweepError(f"storage '{url}': {path} is on a read-only file system; reading commands (studies, "
+                             "best, export, report, dashboard) work there, a run needs a writable copy")
         if create and not os.access(path, os.W_OK):
             raise SweepError(f"storage '{url}': {path} is not writable")
         if create:  # the one-writer lock file goes beside the real file
@@ -172,16 +181,145 @@ def check_sqlite_file(url: str, path: Path) -> None:
     before anything reads or writes it. `quick_check` reads every page once: milliseconds for a
     study of thousands of trials."""
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT_S)
+        con = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=SQLITE_TIMEOUT_S)
         try:
-            verdict = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+            verdict = [row[0] for row in con.execute("PRAGMA quick_check(4)").fetchall()]
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
         raise SweepError(f"storage '{url}': not a SQLite database, or a damaged one ({e})") from None
-    if verdict != "ok":
-        raise SweepError(f"storage '{url}': the database file is damaged ({verdict.splitlines()[0][:200]}); "
+    if verdict != ["ok"]:
+        raise SweepError(f"storage '{url}': the database file is damaged (SQLite's check: {_first_finding(verdict)}); "
                          "nothing was read or written")
+
+
+def _first_finding(verdict: list[str]) -> str:
+    """SQLite's first finding, without the headings it puts before them ('*** in database main ***')."""
+    lines = [line.strip() for text in verdict for line in str(text).splitlines()]
+    found = [line for line in lines if line and not (line.startswith("***") and line.endswith("***"))]
+    return (found[0] if found else "no detail")[:200]
+
+
+def read_only_media(path: Path) -> bool:
+    """Whether `path` lies on a file system mounted read-only (a CD, a read-only NFS export or
+    bind mount, a snapshot)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _sqlite_uri(path: Path) -> str:
+    """A read-only SQLite URI for `path`. On read-only media a database in WAL mode cannot create
+    its -shm file beside it, and could not be opened even for reading (it was reported as damaged):
+    there it is opened immutable (nothing can change it there), unless its write-ahead log holds
+    pages, which SQLite reads only with the -shm file present (and immutable would skip them)."""
+    from urllib.parse import quote
+
+    flags = "mode=ro"
+    if read_only_media(path):
+        wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+        pending = wal.is_file() and wal.stat().st_size > 0
+        if pending and not shm.is_file():
+            raise SweepError(f"storage {path}: on read-only media with changes still in its log {wal.name} and no "
+                             f"{shm.name} to read them by; copy the files to writable media and open the copy")
+        if not pending:
+            flags = "mode=ro&immutable=1"
+    return f"file:{quote(str(Path(path).absolute()))}?{flags}"
+
+
+def file_identity(storage) -> tuple[Path, int, int] | None:
+    """(path, device, inode) of the SQLite file a storage opened, or None (another database)."""
+    return getattr(getattr(storage, "_backend", storage), "sqlite_file", None)
+
+
+def check_same_file(storage) -> None:
+    """A SQLite file deleted or replaced while a run writes it: SQLite goes on writing the deleted
+    file, which vanishes with the run, and every result with it. Refused as soon as it is seen."""
+    ident = file_identity(storage)
+    if ident is None:
+        return
+    path, dev, ino = ident
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SweepError(f"storage {path} was deleted while this process wrote it: what it stored since is "
+                         "lost with the file; stopping") from None
+    except OSError:
+        return  # unreachable for a moment: the next check tells
+    if (st.st_dev, st.st_ino) != (dev, ino):
+        raise SweepError(f"storage {path} was replaced by another file while this process wrote it: what it "
+                         "stored since is not in the file there now; stopping")
+
+
+DISK_FULL = ("database or disk is full", "no space left on device", "disk quota exceeded", "could not extend file",
+             "could not write to file")
+
+
+def disk_full(error: BaseException) -> str | None:
+    """The first line of the error, or of an error it came from, that says the disk is full: SQLite's
+    'database or disk is full' under Optuna's 'exceeding max length', PostgreSQL's 'could not extend
+    file', an OSError ENOSPC or EDQUOT. None for other errors."""
+    import errno
+
+    seen = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e.strerror or str(e)
+        first = str(getattr(e, "orig", None) or e).strip().splitlines()
+        if first and any(m in first[0].lower() for m in DISK_FULL):
+            return first[0][:200]
+        e = e.__cause__ or e.__context__
+    return None
+
+
+class SpaceReserve:
+    """A file of RESERVE_BYTES beside a SQLite storage for as long as a run writes it. When the disk
+    fills, a failed write leaves no room for the few bytes that fail the running trials; freeing
+    this makes that room. None for other databases, or where the reserve cannot be made."""
+
+    RESERVE_BYTES = 1 << 20
+
+    def __init__(self, storage):
+        self.path = None
+        ident = file_identity(storage)
+        if ident is None:
+            return
+        path = ident[0].with_name(f".{ident[0].name}.reserve")
+        try:  # never through a link, never waiting on a FIFO, never into anything but a regular file
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+        except OSError:
+            return
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return
+            self.path = path
+            os.posix_fallocate(fd, 0, self.RESERVE_BYTES)
+        except (OSError, AttributeError):  # no room already, or no fallocate: go without
+            self.release()
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.path = None
+
+
+def storage_error_line(error: BaseException) -> str | None:
+    """One line for a storage write that failed: a full disk said as such, instead of Optuna's
+    'exceeding max length'; None where `error` is no storage failure."""
+    full = disk_full(error)
+    if full is not None:
+        return f"the disk holding the storage is full ({full}); free some space and run the same command again"
+    if isinstance(error, optuna.exceptions.StorageInternalError):
+        cause = error.__cause__
+        first = str(getattr(cause, "orig", None) or cause or error).strip().splitlines()
+        return f"the storage refused a write: {mask(first[0])[:300] if first else type(error).__name__}"
+    return None
 
 
 def _connect_proxy(url: str, u):
@@ -238,9 +376,12 @@ def open_storage(url: str, *, create: bool, checked: bool = False, storage_class
     engine_kwargs: dict = {}
     if pool_size is not None and backend == "postgresql":
         engine_kwargs.update(pool_size=pool_size, max_overflow=2)
+    engine_url = url
     if backend == "sqlite":
         if create:
             _enable_wal(sqlite_path(url))
+        elif read_only_media(sqlite_path(url)):  # read-only or immutable (see _sqlite_uri)
+            engine_url = f"sqlite:///{_sqlite_uri(sqlite_path(url))}&uri=true"
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
     else:
         engine_kwargs["pool_pre_ping"] = True
@@ -248,8 +389,13 @@ def open_storage(url: str, *, create: bool, checked: bool = False, storage_class
         with _schema_lock(url, backend):
             # Heartbeats let any process tell a dead process's RUNNING trials from live ones; the
             # stale ones are failed and re-queued by sweep.recovery, with their reason.
-            return (storage_class or Storage)(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S)
+            st = (storage_class or Storage)(engine_url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                            grace_period=GRACE_S)
+        if backend == "sqlite":  # the file it opened, to notice one deleted or replaced under a run
+            path = sqlite_path(url)
+            info = os.stat(path)
+            st.sqlite_file = (Path(os.path.abspath(path)), info.st_dev, info.st_ino)
+        return st
     except Exception as e:  # SQLAlchemy wraps connection failures in many types
         first = str(getattr(e, "orig", e) or type(e).__name__).strip().splitlines()[0]
         raise SweepError(f"storage '{mask(url)}': cannot open ({_scrub(first, url)})") from None

@@ -26,6 +26,21 @@ def state_counts(storage, study_id: int) -> dict[TrialState, int]:
     return {s: int(by_name.get(s.name, 0)) for s in TrialState}
 
 
+def training_count(storage, study_id: int) -> int:
+    """RUNNING trials that a worker holds; the others were asked ahead and wait for a slot."""
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is None:
+        return sum(1 for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+                   if "worker" in t.user_attrs)
+    from sqlalchemy import text
+
+    with engine.connect() as con:
+        return int(con.execute(text(
+            "SELECT COUNT(*) FROM trials t WHERE t.study_id = :s AND t.state = 'RUNNING' AND EXISTS "
+            "(SELECT 1 FROM trial_user_attributes a WHERE a.trial_id = t.trial_id AND a.key = 'worker')"),
+            {"s": study_id}).scalar())
+
+
 def best_value(storage, study_id: int) -> float | None:
     try:
         return storage.get_best_trial(study_id).value  # one query
@@ -39,13 +54,16 @@ def study_rows(storage) -> list[dict]:
     rows = []
     for study in storage.get_all_studies():
         count = state_counts(storage, study._study_id)
+        training = training_count(storage, study._study_id) if count[TrialState.RUNNING] else 0
         rows.append({
             "study": study.study_name,
             "data": study.user_attrs.get("data_name", "?"),
             "complete": count[TrialState.COMPLETE],
             "pruned": count[TrialState.PRUNED],
             "failed": count[TrialState.FAIL],
-            "running": count[TrialState.RUNNING],
+            "running": count[TrialState.RUNNING],  # in the storage: training, or asked ahead for a slot
+            "training": training,  # held by a worker
+            "waiting": count[TrialState.RUNNING] - training + count[TrialState.WAITING],  # for a slot or a next run
             "budget": study.user_attrs.get("target_trials"),  # finished trials the study should hold
             "best_value": best_value(storage, study._study_id),
         })
@@ -73,18 +91,41 @@ def best_trial_lines(study: optuna.Study) -> list[str]:
         raise SweepError(f"study '{study.study_name}' has no complete trial yet") from None
     a = t.user_attrs
     lines = [f"study '{study.study_name}' on {study.user_attrs.get('data_name', '?')}: best trial {t.number}",
-             f"  val accuracy   {t.value:.4f}  (final epoch)"]
+             f"  val accuracy   {t.value:.2%}  (final epoch)"]
     if "test_acc" in a:
-        lines.append(f"  test accuracy  {a['test_acc']:.4f}")
+        lines.append(f"  test accuracy  {a['test_acc']:.2%}")
     for k, v in t.params.items():
         lines.append(f"  {k:<14} {v:.4g}" if isinstance(v, float) else f"  {k:<14} {v}")
     fixed = json.loads(study.user_attrs.get("definition", "{}")).get("fixed", {})
     if fixed:
         lines.append("  fixed          " + ", ".join(f"{k}={v}" for k, v in sorted(fixed.items())))
-    for k in ("epochs_run", "train_s", "images_per_s", "device_name", "precision", "seed", "git_commit"):
+    for k in BEST_ATTRS:
         if k in a:
             lines.append(f"  {k:<14} {a[k]}")
     return lines
+
+
+BEST_ATTRS = ("epochs_run", "train_s", "images_per_s", "device_name", "precision", "seed", "git_commit")
+
+
+def best_record(study: optuna.Study) -> dict:
+    """`sweep best --json`: the best trial as one object with fixed keys (null where not recorded);
+    accuracies are fractions (0.7711), not percentages."""
+    try:
+        t = study.best_trial
+    except ValueError:
+        raise SweepError(f"study '{study.study_name}' has no complete trial yet") from None
+    a = t.user_attrs
+    return {
+        "study": study.study_name,
+        "data": study.user_attrs.get("data_name"),
+        "trial": t.number,
+        "val_acc": t.value,
+        "test_acc": a.get("test_acc"),
+        "params": dict(t.params),
+        "fixed": json.loads(study.user_attrs.get("definition", "{}")).get("fixed", {}),
+        **{k: a.get(k) for k in BEST_ATTRS},
+    }
 
 
 def spec_and_data(study: optuna.Study, data: str | None = None):

@@ -36,7 +36,9 @@ from typing import Any
 
 from data import SPLITS
 from model import HYPERPARAMETERS, LR_SCHEDULES, OPTIMIZERS, PRECISIONS, TrainConfig
+from model.config import MAX_EPOCHS
 
+from . import limits, paths
 from .errors import SweepError
 
 TOP_KEYS = {"description", "seed", "data", "fixed", "search", "sampler", "pruner", "enqueue"}
@@ -52,6 +54,9 @@ NOT_SEARCHABLE = {"seed"}
 CHOICES_ONLY = {name for name, t in HYPERPARAMETERS.items() if t in ("str", "bool", str, bool)}
 INT_PARAMS = {name for name, t in HYPERPARAMETERS.items() if t in ("int", int)}
 VALUE_SETS = {"optimizer": OPTIMIZERS, "precision": PRECISIONS, "lr_schedule": LR_SCHEDULES}
+# Pruner settings count trials (n_startup_trials), epochs (the rest) or a ratio (reduction_factor).
+PRUNER_CEILINGS = {"n_startup_trials": limits.MAX_TRIALS, "n_warmup_steps": MAX_EPOCHS, "min_resource": MAX_EPOCHS,
+                   "reduction_factor": 100}
 
 
 @dataclass(frozen=True)
@@ -126,9 +131,12 @@ def shipped_studies() -> list[str]:
 
 def find_study_file(name_or_path: str) -> Path:
     p = Path(name_or_path)
+    if len(name_or_path) > limits.MAX_PATH or "\0" in name_or_path:
+        raise SweepError(f"--study: not a usable path (at most {limits.MAX_PATH:,} characters, no NUL)")
     if p.suffix == ".toml" or os.sep in name_or_path or "/" in name_or_path:
-        if not p.is_file():
+        if not os.path.lexists(p):
             raise SweepError(f"{name_or_path}: no such study file")
+        paths.regular_file(p)  # a FIFO, a device or a folder: said as such
         return p
     for d in studies_dirs():
         candidate = d / f"{name_or_path}.toml"
@@ -140,11 +148,13 @@ def find_study_file(name_or_path: str) -> Path:
 
 def load_study_file(name_or_path: str) -> StudySpec:
     path = find_study_file(name_or_path)
+    # Read without blocking on a FIFO swapped in meanwhile, and no more than a study file can be.
+    data = paths.read_regular(path, "", limits.MAX_STUDY_FILE_BYTES)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise SweepError(f"{path}: not valid TOML ({e})") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
         raise SweepError(f"{path}: cannot read ({e})") from None
     return parse_study(raw, path)
 
@@ -174,8 +184,22 @@ class _Checker:
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
             self.fail(key, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
-        if not math.isfinite(value):
-            self.fail(key, f"must be a finite number, got {value!r}")
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # a TOML integer beyond any float
+            finite = False
+        if not finite:
+            self.fail(key, f"must be a finite number, got {limits._short(value)}")
+        return value
+
+    def at_most(self, value, ceiling, key: str, what: str = "") -> None:
+        if value > ceiling:
+            self.fail(key, f"{limits._short(value)} is too large: at most {ceiling:,}{what}")
+
+    def seed(self, value, key: str) -> int:
+        self.number(value, key, integer=True)
+        if not 0 <= value <= limits.MAX_SEED:
+            self.fail(key, f"{limits._short(value)}: a seed is a whole number in 0..{limits.MAX_SEED:,} (2^32-1)")
         return value
 
     def hyper_value(self, name: str, value: Any, key: str) -> Any:
@@ -199,6 +223,13 @@ class _Checker:
         return value
 
 
+def _divides(step, low, high) -> bool:
+    """Whether `step` divides high - low exactly, in decimal as written (0.1 divides 0.0..0.3)."""
+    from decimal import Decimal
+
+    return (Decimal(str(high)) - Decimal(str(low))) % Decimal(str(step)) == 0
+
+
 def parse_study(raw: dict, path: Path) -> StudySpec:
     c = _Checker(path)
     c.known(raw, TOP_KEYS, "")
@@ -206,26 +237,33 @@ def parse_study(raw: dict, path: Path) -> StudySpec:
     description = raw.get("description", "")
     if not isinstance(description, str):
         c.fail("description", "must be a string")
-    seed = c.number(raw.get("seed", 0), "seed", integer=True)
+    if len(description) > limits.MAX_DESCRIPTION:
+        c.fail("description", f"{len(description):,} characters; at most {limits.MAX_DESCRIPTION:,} "
+               "(the study stores it twice)")
+    seed = c.seed(raw.get("seed", 0), "seed")
 
     data_raw = c.table(raw, "data")
     c.known(data_raw, DATA_KEYS, "data")
     source = data_raw.get("source", "synthetic")
     if not isinstance(source, str) or not source:
         c.fail("data.source", "must be 'synthetic', 'fer2013' or a path")
+    if len(source) > limits.MAX_PATH or limits.control_char(source):
+        c.fail("data.source", f"not a usable path (at most {limits.MAX_PATH:,} characters, no control characters)")
     split = data_raw.get("split", "official")
     if split not in SPLITS:
         c.fail("data.split", f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
     n_images = c.number(data_raw.get("n_images", 4000), "data.n_images", integer=True)
     if n_images < 50:
         c.fail("data.n_images", "must be at least 50")
+    c.at_most(n_images, limits.MAX_N_IMAGES, "data.n_images", " synthetic faces")
     val_fraction = c.number(data_raw.get("val_fraction", 0.15), "data.val_fraction")
     if not 0 < val_fraction < 1:
         c.fail("data.val_fraction", "must be between 0 and 1")
     paper_n_train = c.number(data_raw.get("paper_n_train", 24_000), "data.paper_n_train", integer=True)
     if paper_n_train < 1:
         c.fail("data.paper_n_train", "must be >= 1")
-    data = DataSpec(source, split, n_images, c.number(data_raw.get("seed", 0), "data.seed", integer=True),
+    c.at_most(paper_n_train, limits.MAX_ROWS, "data.paper_n_train", " rows")
+    data = DataSpec(source, split, n_images, c.seed(data_raw.get("seed", 0), "data.seed"),
                     float(val_fraction), paper_n_train)
 
     hyper_keys = set(HYPERPARAMETERS) - NOT_SEARCHABLE
@@ -248,6 +286,7 @@ def parse_study(raw: dict, path: Path) -> StudySpec:
             choices = spec["choices"]
             if not isinstance(choices, list) or not choices:
                 c.fail(f"{key}.choices", "must be a non-empty list")
+            c.at_most(len(choices), limits.MAX_CHOICES, f"{key}.choices", " choices")
             for i, v in enumerate(choices):
                 c.hyper_value(name, v, f"{key}.choices[{i}]")
             if len(set(map(repr, choices))) != len(choices):
@@ -276,6 +315,9 @@ def parse_study(raw: dict, path: Path) -> StudySpec:
             c.fail(key, f"low ({low}) is greater than high ({high})")
         if log and low <= 0:
             c.fail(key, f"a log range needs low > 0 (got {low})")
+        if step is not None and not _divides(step, low, high):
+            c.fail(f"{key}.step", f"{step} does not divide the range {low}..{high} (Optuna would quietly change "
+                   "high); make high - low a whole number of steps")
         for bound, v in (("low", low), ("high", high)):
             try:
                 TrainConfig(**{**fixed, name: v, "nesterov": False})
@@ -305,6 +347,7 @@ def parse_study(raw: dict, path: Path) -> StudySpec:
     if "n_startup_trials" in sampler:
         if c.number(sampler["n_startup_trials"], "sampler.n_startup_trials", integer=True) < 0:
             c.fail("sampler.n_startup_trials", "must be >= 0")
+        c.at_most(sampler["n_startup_trials"], limits.MAX_TRIALS, "sampler.n_startup_trials", " trials")
     if sampler["name"] == "grid":
         for name, p in search.items():
             if p.choices is None:
@@ -318,10 +361,13 @@ def parse_study(raw: dict, path: Path) -> StudySpec:
     for k in PRUNERS[pruner["name"]] - {"name"}:
         if k in pruner and c.number(pruner[k], f"pruner.{k}", integer=True) < (2 if k == "reduction_factor" else 0):
             c.fail(f"pruner.{k}", "is out of range")
+        if k in pruner:
+            c.at_most(pruner[k], PRUNER_CEILINGS[k], f"pruner.{k}")
 
     enqueue_raw = raw.get("enqueue", [])
     if not isinstance(enqueue_raw, list):
         c.fail("enqueue", "must be an array of tables ([[enqueue]])")
+    c.at_most(len(enqueue_raw), limits.MAX_TRIALS, "enqueue", " trials")
     enqueue = []
     for i, row in enumerate(enqueue_raw):
         key = f"enqueue[{i}]"

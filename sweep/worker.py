@@ -5,13 +5,16 @@ each epoch's record to the coordinator and waits for the prune verdict, sends th
 then the coordinator's word on the weights (save them to a path, or not). Living across trials
 keeps the data loaded once per worker; a worker that dies takes only its own trials with it.
 
-A fused worker (`fused=True`) trains its jobs as one group (model.FusedTrainer): jobs that arrive
-while the group trains join it at the next epoch boundary, and a member whose schedule ends, that
-is pruned or diverges leaves there. Messages are the same, one per member, in the same order.
+A fused worker (engine "fused") trains its jobs as one group (model.FusedTrainer): jobs that
+arrive while the group trains join it at the next epoch boundary, and a member whose schedule
+ends, that is pruned or diverges leaves there. A multi worker (engine "multi") trains jobs of any
+hyperparameters side by side (model.MultiTrainer): a job joins as soon as it arrives, and each
+member's epochs end on their own. Messages are the same as a plain worker's, one per member.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -63,7 +66,13 @@ def _save(conn, number: int, model, reply: tuple) -> None:
     import torch
 
     if reply[0] == "save":
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, reply[2])
+        try:
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, reply[2])
+        except Exception:  # noqa: BLE001 - a full disk (torch says RuntimeError): the trial goes on without weights
+            with contextlib.suppress(OSError):
+                os.remove(reply[2])
+            conn.send(("saved", number, None))
+            return
         conn.send(("saved", number, reply[2]))
 
 
@@ -86,8 +95,12 @@ def _die_with_coordinator(conn) -> None:
     threading.Thread(target=watch, daemon=True, name="sweep-coordinator-watch").start()
 
 
-def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "off", fused: bool = False) -> None:
+def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "off", engine: str = "plain",
+                auto: dict | None = None) -> None:
     """Process entry point. Messages out: ready, epoch, done, saved, oom, error.
+
+    Engine auto: before `ready` the worker measures the candidates (`auto`: device, probe config,
+    fusable) and says in `ready` which engine and K it trains with, and what it measured.
 
     `compile` is the engine option of `model.train`; the worker lives across trials, so a compiled
     graph is built by its first trial and reused by every later one of the same shapes."""
@@ -109,9 +122,18 @@ def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "
     except Exception as e:  # the coordinator loaded the same data already: report, don't hang
         conn.send(("error", None, f"worker could not load the data: {e}"))
         return
-    conn.send(("ready", os.getpid(), dataset.content_hash))
+    k, choice = None, None
+    if engine == "auto":
+        from model import TrainConfig, choose_engine
+
+        try:
+            choice = choose_engine(dataset, TrainConfig(**auto["probe"]), auto["device"], fusable=auto["fusable"])
+            engine, k = choice["engine"], choice["k"]
+        except Exception as e:  # noqa: BLE001 - a measurement that fails costs the speed-up, not the run
+            engine, k, choice = "plain", 1, {"error": _one_line(e)}
+    conn.send(("ready", os.getpid(), dataset.content_hash, engine, k, choice))
     try:
-        (_fused_loop if fused else _plain_loop)(conn, dataset, compile, _Faults(env))
+        {"plain": _plain_loop, "fused": _fused_loop, "multi": _multi_loop}[engine](conn, dataset, compile, _Faults(env))
     except (BrokenPipeError, EOFError, ConnectionResetError, OSError):
         return  # the coordinator is gone
 
@@ -155,7 +177,7 @@ def _plain_loop(conn, dataset, compile: str, faults: _Faults) -> None:
             conn.send(("error", number, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
             continue
         last = (number, result.model)
-        conn.send(_result_message(number, result, call_s, {"fused_k": 1}))
+        conn.send(_result_message(number, result, call_s, {"engine": "plain", "concurrent": 1}))
 
 
 def _fused_loop(conn, dataset, compile: str, faults: _Faults) -> None:
@@ -163,35 +185,17 @@ def _fused_loop(conn, dataset, compile: str, faults: _Faults) -> None:
 
     from model import FusedTrainer, TrainConfig, fuse_key, outcome
 
-    jobs: deque = deque()  # (number, config, device) not yet in the group
+    inbox = _Inbox(conn)
+    jobs = inbox.jobs  # (number, config, device) not yet in the group
     trainer: FusedTrainer | None = None
     groups = 0  # groups this worker has formed: with the pid, a group's id
 
-    def handle(msg) -> bool:
-        """Take a message that is not a reply; False on stop."""
-        if msg[0] == "stop":
-            return False
-        if msg[0] == "train":
-            jobs.append(msg[1:])
-        return True
-
-    def reply() -> object:
-        """The coordinator's answer to the last message sent; jobs sent meanwhile are kept."""
-        while True:
-            msg = conn.recv()
-            if isinstance(msg, tuple) and msg[0] == "train":
-                jobs.append(msg[1:])
-            elif isinstance(msg, tuple) and msg[0] == "stop":
-                raise EOFError
-            else:
-                return msg
-
     while True:
         if (trainer is None or not len(trainer)) and not jobs:
-            if not handle(conn.recv()):
+            if not inbox.take(conn.recv()):
                 return
         while conn.poll():
-            if not handle(conn.recv()):
+            if not inbox.take(conn.recv()):
                 return
         while jobs:  # joiners: a group forms around the first; the coordinator sends matching ones
             number, config, device = jobs[0]
@@ -228,12 +232,96 @@ def _fused_loop(conn, dataset, compile: str, faults: _Faults) -> None:
         group = f"{os.getpid()}.{groups}"
         for number, record in records.items():
             conn.send(("epoch", number, record))
-            end = outcome(record, trainer.config(number), reply() == "prune")
+            end = outcome(record, trainer.config(number), inbox.reply() == "prune")
             if end is None:
                 continue
             result = trainer.finish(number, end, keep_model=True)
-            share = sum(h["epoch_s"] / h["fused_k"] for h in result.history)
-            sizes = [h["fused_k"] for h in result.history]
-            conn.send(_result_message(number, result, share,
-                                      {"fused_k": round(sum(sizes) / len(sizes), 2), "fused_group": group}))
-            _save(conn, number, result.model, reply())
+            conn.send(_result_message(number, result, _share_s(result),
+                                      {"engine": "fused", "concurrent": _mean_concurrent(result), "fused_group": group}))
+            _save(conn, number, result.model, inbox.reply())
+
+
+def _share_s(result) -> float:
+    """A trial's share of the seconds its worker spent on the epochs it trained in company."""
+    return sum(h["epoch_s"] / h["concurrent"] for h in result.history)
+
+
+def _mean_concurrent(result) -> float:
+    sizes = [h["concurrent"] for h in result.history]
+    return round(sum(sizes) / len(sizes), 2)
+
+
+class _Inbox:
+    """A grouped worker's messages: jobs kept in arrival order, replies handed back."""
+
+    def __init__(self, conn):
+        self.conn, self.jobs = conn, deque()  # (number, config, device) not yet training
+
+    def take(self, msg) -> bool:
+        """Take a message that is not a reply; False on stop."""
+        if msg[0] == "stop":
+            return False
+        if msg[0] == "train":
+            self.jobs.append(msg[1:])
+        return True
+
+    def reply(self) -> object:
+        """The coordinator's answer to the last message sent; jobs sent meanwhile are kept."""
+        while True:
+            msg = self.conn.recv()
+            if isinstance(msg, tuple) and msg[0] == "train":
+                self.jobs.append(msg[1:])
+            elif isinstance(msg, tuple) and msg[0] == "stop":
+                raise EOFError
+            else:
+                return msg
+
+
+def _multi_loop(conn, dataset, compile: str, faults: _Faults) -> None:
+    import torch
+
+    from model import MultiTrainer, TrainConfig, outcome
+
+    inbox = _Inbox(conn)
+    trainer: MultiTrainer | None = None
+    while True:
+        if (trainer is None or not len(trainer)) and not inbox.jobs:
+            if not inbox.take(conn.recv()):
+                return
+        while conn.poll():
+            if not inbox.take(conn.recv()):
+                return
+        while inbox.jobs:  # a job joins at once, whatever its hyperparameters
+            number, config, device = inbox.jobs.popleft()
+            try:
+                if trainer is None:
+                    trainer = MultiTrainer(dataset, device=device, compile=compile)
+                trainer.add(number, TrainConfig(**config))
+            except Exception as e:  # noqa: BLE001 - this trial cannot train here; the others go on
+                conn.send(("error", number, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+        if trainer is None or not len(trainer):
+            continue
+        numbers = [m.key for m in trainer.members]
+        try:
+            faults.check(numbers)
+            records = trainer.advance()
+        except torch.cuda.OutOfMemoryError as e:
+            trainer = None  # every member is dropped; the coordinator shrinks the group and sends them again
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            conn.send(("oom", None, str(e).splitlines()[0] if str(e) else "out of memory", numbers))
+            continue
+        except Exception as e:  # noqa: BLE001 - a step failed: which member's is unknown, so all fail
+            trainer = None
+            for n in numbers:
+                conn.send(("error", n, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+            continue
+        for number, record in records.items():
+            conn.send(("epoch", number, record))
+            end = outcome(record, trainer.config(number), inbox.reply() == "prune")
+            if end is None:
+                continue
+            result = trainer.finish(number, end, keep_model=True)
+            conn.send(_result_message(number, result, _share_s(result),
+                                      {"engine": "multi", "concurrent": _mean_concurrent(result)}))
+            _save(conn, number, result.model, inbox.reply())

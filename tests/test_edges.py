@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -97,8 +98,17 @@ def test_a_damaged_sqlite_file_is_one_line_and_never_written(damaged, tmp_path, 
     before = hashlib.sha256(damaged.read_bytes()).hexdigest()
     r = sweep(*[str(study) if a == "STUDY" else a for a in command], "--storage", damaged)
     one_line_error(r, r"damaged|not a SQLite database|cannot be read")
+    assert "***" not in r.output  # SQLite's headings are not part of the message
     assert hashlib.sha256(damaged.read_bytes()).hexdigest() == before
     assert not (tmp_path / "damaged.db.lock").exists() or command[0] in ("run", "worker")
+
+
+def test_sqlites_findings_are_said_without_its_headings():
+    from sweep.storage import _first_finding
+
+    verdict = ["*** in database main ***\nPage 7: btreeInitPage() returns error code 11", "row 3 missing from index"]
+    assert _first_finding(verdict) == "Page 7: btreeInitPage() returns error code 11"
+    assert _first_finding(["*** in database main ***"]) == "no detail"
 
 
 def test_passwords_are_masked_wherever_they_sit():
@@ -271,7 +281,7 @@ def test_a_bad_argument_is_the_only_line_even_without_fer2013(tmp_path):
     for args, expected in [(["--device", "tpu"], "unknown device|unsupported device"),
                            (["--workers", "0"], "--workers must be at least 1"),
                            (["--storage", "/proc/x.db"], "cannot create files"),
-                           (["--fuse", "lots"], "--fuse lots")]:
+                           (["--engine", "lots"], "--engine lots"), (["--engine", "multi:0"], "at least 1")]:
         one_line_error(sweep("run", "--trials", 1, *args), expected)
 
 
@@ -282,11 +292,14 @@ def test_help_reads_as_a_person_wrote_it():
     for command in ["run", "worker", "studies", "best", "dashboard", "export", "report", "bench", "confirm",
                     "predict"]:
         text = sweep(command, "--help").output
-        assert not re.search(r"<(str|int|float|int range|float range|list\[str\])>|\{images\}", text), command
+        assert not re.search(r"<(str|int|float|int range|float range|list\[str\])>|\{\w+\}", text, re.I), command
     run = sweep("run", "--help").output
     assert "--study FILE|NAME" in run and "[default: default with FER2013 in place, else quick]" in " ".join(run.split())
     assert "--study NAME" in sweep("best", "--help").output
-    assert re.match(r"sweep \d+\.\d+", sweep("--version").output)
+    assert "predict [OPTIONS] IMAGE...\n" in sweep("predict", "--help").output
+    version = sweep("--version").output.strip()
+    commit = r" \(commit [0-9a-f]{40}(\+dirty)?\)" if (Path(__file__).parents[1] / ".git").exists() else ""
+    assert re.fullmatch(rf"fer-sweep \d+\.\d+\.\d+{commit}", version), version  # a checkout names its commit
 
 
 def test_the_dashboard_names_the_metric_and_a_lowered_budget_is_said(tmp_path, tiny_study):
@@ -296,6 +309,26 @@ def test_the_dashboard_names_the_metric_and_a_lowered_budget_is_said(tmp_path, t
     r = sweep("run", "--study", tiny_study, "--trials", 1, "--storage", url)
     assert r.exit_code == 0 and "budget lowered from 2 to 1 finished trials" in r.output
     assert "nothing is left to run" in r.output and "sweep dashboard" in r.output
+    assert "2 finished, more than its budget of 1" in r.output and "2/1" not in r.output
+
+
+def test_the_end_hint_names_a_command_that_works_here(tmp_path, monkeypatch):
+    from sweep.cli import how_to_call
+
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    exe = bin_dir / "sweep"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", ["venv/bin/sweep", "run"])
+    assert how_to_call() == "venv/bin/sweep"  # not on PATH: the path as typed
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", [str(exe), "run"])
+    assert how_to_call() == "sweep"  # on PATH (an activated environment): the plain name
+    monkeypatch.setattr(sys, "argv", [str(Path(__file__).parents[1] / "sweep" / "__main__.py")])
+    assert how_to_call().endswith(" -m sweep")
 
 
 def test_a_storage_locked_for_a_moment_as_a_run_starts_is_waited_for(tmp_path, monkeypatch):

@@ -243,24 +243,30 @@ def test_worker_plan_on_gpus_and_cpus(monkeypatch):
     from sweep import SweepError
     from sweep.runner import plan_workers
 
-    n, slots, threads, fused = plan_workers("cpu", 2, None, None)
-    assert fused == 1 and plan_workers("cpu", 1, None, None, fuse="auto")[3] == 1  # no fusion on a CPU
-    assert plan_workers("cpu", 1, None, None, fuse="3")[3] == 3
+    n, slots, threads, engine, concurrent = plan_workers("cpu", 2, None, None)
+    assert (engine, concurrent) == ("plain", 1)  # the default: one trial at a time
+    assert plan_workers("cpu", 1, None, None, engine="fused:3")[3:] == ("fused", 3)
+    assert plan_workers("cpu", 1, None, None, engine="multi")[3:] == ("multi", 4)
+    assert plan_workers("cpu", 1, None, None, engine="fused")[3:] == ("fused", 16)
+    assert plan_workers("cpu", 1, None, None, engine="auto")[3:] == ("plain", 1)  # off CUDA auto is plain
     assert n == 2 and slots == [("cpu", None)] and threads == max(1, (os.cpu_count() or 1) // 2)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setattr("sweep.pool.GPU_DEVICE_NODES", (os.devnull,))  # a node that exists
-    n, slots, _, _ = plan_workers("auto", None, None, None)
-    assert plan_workers("auto", None, None, None, fuse="auto")[3] == 16
+    n, slots, _, _, _ = plan_workers("auto", None, None, None)
+    assert plan_workers("auto", None, None, None, engine="auto")[3:] == ("auto", 256)  # each worker measures
+    assert plan_workers("auto", None, None, None, compile="on", engine="auto")[3:] == ("plain", 1)
+    with pytest.raises(SweepError, match="do not go together"):
+        plan_workers("auto", None, None, None, compile="cudagraphs", engine="multi:2")
     assert n == 4 and [g for _, g in slots] == [0, 1, 2, 3]  # one worker per GPU by default
-    n, slots, _, _ = plan_workers("auto", None, [1, 3], 2)
+    n, slots, _, _, _ = plan_workers("auto", None, [1, 3], 2)
     assert n == 4 and sorted(g for _, g in slots) == [1, 1, 3, 3]  # two trials packed on each
     assert plan_workers("cuda:2", None, None, None)[1] == [("cuda", 2)]
     with pytest.raises(SweepError, match="only 4 GPU"):
         plan_workers("auto", None, [7], None)
-    for bad in ("0", "-2", "many"):
-        with pytest.raises(SweepError, match="--fuse"):
-            plan_workers("cpu", None, None, None, fuse=bad)
+    for bad in ("0", "fused:0", "multi:-2", "multi:many", "plain:2", "fused:257", "auto:4", "fast"):
+        with pytest.raises(SweepError, match="--engine"):
+            plan_workers("cpu", None, None, None, engine=bad)
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -327,4 +333,53 @@ def test_ctrl_c_inside_optunas_ask_leaves_no_trial_unowned(tmp_path):
     (trial,) = study.get_trials(deepcopy=False)
     assert trial.state == TrialState.RUNNING and trial.user_attrs["run_id"] == coordinator.run_id
     coordinator.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
-    assert study.get_trials(deepcopy=False)[0].state == TrialState.FAIL
+    assert study.get_trials(deepcopy=False)[0].state == TrialState.WAITING  # it never trained: not a failure
+
+
+def test_trials_that_never_trained_wait_for_the_next_run_which_takes_them_first(url, tmp_path):
+    """Ctrl-C (or an error) fails only the trials that reported an epoch. Trials asked ahead and
+    pending, or stopped inside their first epoch, go back to WAITING with their parameters and
+    seed; the next run asks them first, as the same trials, with no stale heartbeat."""
+    from sweep.coordinator import Coordinator
+    from sweep.records import store_attrs
+    from sweep.sampling import distributions
+    from sweep.storage import open_storage
+    from sweep.stored import study_rows
+    from sweep.study_file import load_study_file
+
+    (tmp_path / "s.toml").write_text(TINY_STUDY)
+    spec = load_study_file(str(tmp_path / "s.toml"))
+    storage = open_storage(url, create=True)
+    study = optuna.create_study(storage=storage, study_name="never-trained", direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+    first = Coordinator(study, spec, distributions(spec), 3, 10, None, progress=False)
+    trained, pending, started = first._ask(), first._ask(), first._ask()
+    trained.trial.report(0.3, 1)  # one epoch reported: it trained
+    for r in (trained, started):  # handed to a worker, as _send records it
+        store_attrs(r.trial, {"worker": 0, "worker_pid": os.getpid()})
+    first.pending = [pending]
+    (row,) = study_rows(study._storage)
+    assert (row["running"], row["training"], row["waiting"]) == (3, 2, 1)  # the pending one waits for a slot
+    params = {r.trial.number: (r.trial.params, r.trial.user_attrs["seed"]) for r in (pending, started)}
+    first.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states == {0: TrialState.FAIL, 1: TrialState.WAITING, 2: TrialState.WAITING}
+    (row,) = study_rows(study._storage)
+    assert (row["failed"], row["running"], row["training"], row["waiting"]) == (1, 0, 0, 2)
+    assert "worker" not in study.get_trials(deepcopy=False)[2].user_attrs  # no longer any worker's
+    from sqlalchemy import text
+
+    with storage.engine.connect() as db:  # no heartbeat left to make them look abandoned when they run
+        beats = dict(db.execute(text(
+            "SELECT t.number, count(h.trial_id) FROM trials t LEFT JOIN trial_heartbeats h "
+            "ON h.trial_id = t.trial_id WHERE t.study_id = :s GROUP BY t.number"), {"s": study._study_id}).all())
+    assert beats == {0: 1, 1: 0, 2: 0}
+
+    second = Coordinator(study, spec, distributions(spec), 3, 10, None, progress=False)
+    again = [second._ask(), second._ask()]
+    assert sorted(r.trial.number for r in again) == [1, 2]  # the waiting trials come first, as themselves
+    for r in again:
+        assert (r.trial.params, r.trial.user_attrs["seed"]) == params[r.trial.number]
+        assert r.trial.user_attrs["run_id"] == second.run_id and r.config["seed"] == params[r.trial.number][1]
+    assert second._ask().trial.number == 3  # then new ones
+    assert "fail_reason" not in study.get_trials(deepcopy=False)[1].user_attrs

@@ -37,6 +37,7 @@ def test_run_three_trials_into_sqlite(tmp_path, tiny_study):
     r = sweep("run", "--trials", 3, "--study", tiny_study, "--storage", db(tmp_path), "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert "3/3 finished" in r.output
+    assert "for the remaining 2 trials at the current pace" in r.stderr  # said once the first trial is done
     study = optuna.load_study(study_name="tiny", storage=db(tmp_path))
     assert len(finished(study)) == 3 and len(study.trials) == 3
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -82,7 +83,8 @@ def test_budget_is_the_studys_and_resume_runs_only_the_remainder(tmp_path, tiny_
     assert r.exit_code == 0 and "2/2 finished" in r.output
     study = optuna.load_study(study_name="tiny", storage=db(tmp_path))
     assert len(study.trials) == 2  # nothing more ran
-    assert sweep("run", "--trials", 3, *args).exit_code == 0
+    r = sweep("run", "--trials", 3, *args)
+    assert r.exit_code == 0 and "estimate: " in r.stderr and "at the pace of the study's last run" in r.stderr
     assert len(optuna.load_study(study_name="tiny", storage=db(tmp_path)).trials) == 3
     assert sweep("run", "--trials", 2, "--add", *args).exit_code == 0
     assert len(finished(optuna.load_study(study_name="tiny", storage=db(tmp_path)))) == 5
@@ -103,21 +105,45 @@ def test_nothing_to_train_starts_no_worker_process(tmp_path, tiny_study, monkeyp
     r = sweep("run", "--trials", 2, *args)
     assert r.exit_code == 0 and "2/2 finished" in r.output
     r = sweep("worker", "--study", "tiny", "--storage", db(tmp_path))
-    assert r.exit_code == 0 and "this worker ran 0" in r.output
+    assert r.exit_code == 0 and "this worker ran 0" in r.output and "joining study 'tiny'" in r.stderr
+    r = sweep("worker", "--study", "tiny", "--storage", db(tmp_path), "--quiet")
+    assert r.exit_code == 0 and r.stderr == "" and "this worker ran 0" in r.stdout
     r = sweep("run", "--trials", 4, *args, "--timeout", 0)
     assert r.exit_code == 0 and "2/4 finished (stopped by --timeout)" in r.output
     assert optuna.load_study(study_name="tiny", storage=db(tmp_path)).user_attrs["target_trials"] == 4
 
 
 def test_studies_and_best_commands(tmp_path, tiny_study):
-    sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--name", "alpha")
+    r = sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--name", "alpha", "--quiet")
+    assert r.exit_code == 0, r.output
+    # --quiet: the summary line and nothing else (no banner, no progress, no hint)
+    assert r.stderr == "" and r.stdout.count("\n") == 1 and "'alpha': 2/2 finished" in r.stdout, r.output
     r = sweep("studies", "--storage", db(tmp_path))
     assert r.exit_code == 0 and "alpha" in r.output and "synthetic" in r.output
     assert r.output.splitlines()[1].split()[2] == "2/2"  # finished / the study's budget
     r = sweep("best", "--storage", db(tmp_path))
     study = optuna.load_study(study_name="alpha", storage=db(tmp_path))
     assert r.exit_code == 0 and f"best trial {study.best_trial.number}" in r.output
-    assert f"{study.best_value:.4f}" in r.output
+    assert f"val accuracy   {study.best_value:.2%}" in r.output  # a percentage, as every command prints it
+
+    r = sweep("studies", "--storage", db(tmp_path), "--json")
+    assert r.exit_code == 0 and r.stderr == ""
+    assert json.loads(r.stdout) == [{"study": "alpha", "data": "synthetic", "budget": 2, "finished": 2,
+                                     "complete": sum(t.state == TrialState.COMPLETE for t in study.trials),
+                                     "pruned": sum(t.state == TrialState.PRUNED for t in study.trials),
+                                     "failed": 0, "running": 0, "training": 0, "waiting": 0,
+                                     "best_value": study.best_value}]
+    r = sweep("best", "--storage", db(tmp_path), "--json")
+    assert r.exit_code == 0 and r.stderr == ""
+    best = json.loads(r.stdout)
+    a = study.best_trial.user_attrs
+    assert list(best) == ["study", "data", "trial", "val_acc", "test_acc", "params", "fixed", "epochs_run",
+                          "train_s", "images_per_s", "device_name", "precision", "seed", "git_commit"]
+    assert (best["study"], best["data"], best["trial"], best["val_acc"]) == \
+        ("alpha", "synthetic", study.best_trial.number, study.best_value)
+    assert best["params"] == study.best_params and best["fixed"] == {"width": 0.0625}
+    assert (best["test_acc"], best["seed"], best["epochs_run"]) == (a["test_acc"], a["seed"], a["epochs_run"])
+    assert sweep("studies", "--storage", str(tmp_path / "none.db"), "--json").exit_code == 2
 
 
 def test_study_name_clash_with_other_data_is_refused(tmp_path, tiny_study):
@@ -128,6 +154,8 @@ def test_study_name_clash_with_other_data_is_refused(tmp_path, tiny_study):
     (other / "tiny.toml").write_text(text)
     r = sweep("run", "--trials", 2, "--study", other / "tiny.toml", "--storage", db(tmp_path))
     assert r.exit_code == 2 and "already exists with a different" in r.output
+    r = sweep("run", "--trials", 2, "--study", tiny_study, "--storage", db(tmp_path), "--seed", 5)
+    assert r.exit_code == 2 and "already exists with seed 3 (this run asks for 5); pass --seed 3" in r.output
 
 
 def test_diverging_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
@@ -301,6 +329,65 @@ def test_progress_in_a_log_prints_trials_and_throttled_epochs(monkeypatch):
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("1/4 trials | best val 50.00% | trial 1 epoch 2/10 val 45.00%")
     assert "2/4 trials | best val 60.00% | trial 1 complete val 60.00% in 3.2s" in lines[1]
+    bar.training, bar.waiting = 3, 2  # several trials at once: the line tells training from waiting ones
+    bar.trial_done(2, "PRUNED", None, 1.0)
+    assert "2/4 trials | best val 60.00% | 3 training, 2 waiting | trial 2 pruned" in out.getvalue().splitlines()[2]
+
+
+def test_progress_estimates_the_time_left_from_the_range_and_the_pace(monkeypatch):
+    """Said once the run's first trial is done, then in every progress line: epochs left (trials
+    left x the study's mean epochs, less what running trials did) x wall seconds per epoch."""
+    import io
+    import types
+
+    from sweep import progress
+    from sweep.study_file import Param
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(progress, "QUIET_S", 10**6)  # no sign-of-life epoch lines here
+    out = io.StringIO()
+    bar = progress.Progress(total=12, done=0, best=None, stream=out, epochs_per_trial=4)
+    for epoch in (1, 2, 3, 4):  # trial 0: its first epoch report starts the clock, then 10 s an epoch
+        bar.epoch(0, epoch, 4, 0.3)
+        clock[0] += 10
+    bar.epoch(1, 1, 4, 0.3)  # trial 1 runs meanwhile (a second worker)
+    assert bar.seconds_left() is None and "left" not in out.getvalue()  # no estimate before a trial is done
+    bar.done = 1
+    bar.trial_done(0, "COMPLETE", 0.5, 40.0)
+    # pace: 40 s over 4 epochs after the first = 10 s; left: 11 trials x 4 epochs - 1 done = 43 epochs
+    assert bar.pace() == 10 and bar.epochs_left() == 43 and bar.seconds_left() == 430
+    lines = out.getvalue().splitlines()
+    assert "1/12 trials | best val - | ~7 min left | trial 0 complete" in lines[0]
+    assert lines[1].startswith("estimate: about 7 minutes for the remaining 11 trials at the current pace (10.00 s per epoch, "
+                               "4 epochs per trial")
+    bar.done = 2
+    bar.trial_done(1, "PRUNED", None, 5.0)
+    assert len(out.getvalue().splitlines()) == 3 and "~7 min left" in out.getvalue().splitlines()[2]  # said once
+    assert progress.say_duration(30) == "under a minute" and progress.say_duration(3 * 3600) == "about 3.0 hours"
+    out = io.StringIO()
+    resumed = progress.Progress(total=10, done=4, best=0.5, stream=out, epochs_per_trial=4)
+    resumed.start(earlier_pace=5.0)  # 6 trials x 4 epochs x 5 s
+    assert out.getvalue().startswith("estimate: about 2 minutes for the remaining 6 trials at the pace of the "
+                                      "study's last run (5.00 s per epoch")
+    assert "~2 min left" in resumed._head()
+
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2026, 1, 1)
+
+    def trial(run, start, end, epochs, state="COMPLETE"):
+        return types.SimpleNamespace(state=TrialState[state], datetime_start=t0 + timedelta(seconds=start),
+                                     datetime_complete=t0 + timedelta(seconds=end),
+                                     user_attrs={"run_id": run, "epochs_run": epochs})
+    # the last run: 60 s from its first start to its last end, 2 + 4 epochs
+    trials = [trial("a", 0, 100, 1), trial("b", 200, 230, 2), trial("b", 230, 260, 4, "PRUNED")]
+    assert progress.earlier_pace(trials) == 10 and progress.earlier_pace([]) is None
+    spec = types.SimpleNamespace(search={"epochs": Param("epochs", low=2, high=6)}, fixed={})
+    assert progress.mean_epochs(spec) == 4
+    assert progress.mean_epochs(types.SimpleNamespace(search={"epochs": Param("epochs", choices=(5, 10))}, fixed={})) == 7.5
+    assert progress.mean_epochs(types.SimpleNamespace(search={}, fixed={"epochs": 30})) == 30
+    assert progress.mean_epochs(types.SimpleNamespace(search={}, fixed={})) == 200  # the paper's run
 
 
 def test_versions_name_sweeps_own_version_when_run_from_a_checkout(monkeypatch):

@@ -104,6 +104,21 @@ def test_bench_packs_k_trials_on_one_device():
     assert bad.exit_code == 2 and "at least 1" in bad.output
 
 
+@pytest.mark.parametrize("engine, option", [("fused", "--fuse"), ("multi", "--multi")])
+def test_bench_compares_k_trials_in_one_process_with_one_plain_trial(engine, option):
+    r = CliRunner().invoke(app, ["bench", option, "1,3", "--steps", "2", "--batch-size", "16", "--width", "0.0625",
+                                 "--repeats", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["engine"] == engine and [row["k"] for row in out["rows"]] == [0, 1, 3]  # 0: the plain baseline
+    assert out["rows"][0]["speedup"] == 1.0
+    for row in out["rows"]:
+        assert row["aggregate_images_per_s"] > 0 and len(row["repeats"]) == 1
+        assert row["speedup"] == pytest.approx(row["aggregate_images_per_s"] / out["rows"][0]["aggregate_images_per_s"])
+    both = CliRunner().invoke(app, ["bench", "--fuse", "2", "--multi", "2"])
+    assert both.exit_code == 2 and "give one" in both.output
+
+
 def test_compiled_model_is_built_once_per_process_and_reused_across_trials(small):
     """`compile on`: the first trial in a worker pays for the compilation; a later trial of the same
     shapes (a new model, other hyperparameters and seed) reuses the graph instead of compiling again."""
@@ -127,3 +142,18 @@ def test_compile_is_checked_before_training(small):
         train(small, epochs=1, compile="cudagraphs", device="cpu")
     with pytest.raises(ValueError, match="compile must be one of"):
         train(small, epochs=1, compile="yes")
+
+
+def test_profile_benchmark_runs_every_engine_on_a_cpu(tmp_path, capsys):
+    """benchmarks.profile, the GPU profile's script, on a CPU at a tiny width: the same code."""
+    from benchmarks.profile import main
+
+    report = main(["--device", "cpu", "--width", "0.0625", "--steps", "2", "--cases",
+                   "plain:16:1,plain:32:1,fused:16:2,multi:16:2", "--json", str(tmp_path / "p.json")])
+    assert [c["engine"] for c in report["cases"]] == ["plain", "plain", "fused", "multi"]
+    for case in report["cases"]:
+        assert case["images_per_s"] > 0 and case["device_busy"] is None  # one CPU: no device time
+        assert case["top"] and abs(sum(t["share"] for t in case["top"])) <= 1.0001
+        assert any("conv" in t["op"] or "mm" in t["op"] for t in case["top"])
+    assert json.loads((tmp_path / "p.json").read_text())["cases"][2]["k"] == 2
+    assert "| fused x2, batch 16 |" in capsys.readouterr().out

@@ -1,0 +1,212 @@
+"""One trial's training, a batch at a time: the engine that `train` drives alone and
+`MultiTrainer` drives for several trials at once, so both run the same code.
+
+`TrialRun` holds everything a trial owns: its network, optimizer, lr schedule, loss, data order
+and augmentation generator, and the epoch's running loss and accuracy (on the device, so the host
+never waits inside an epoch). The data set lives on the device once (`DeviceData`), shared by
+every trial of a process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from data import Dataset, N_CLASSES, augment, to_float
+
+from .config import TrainConfig
+from .device import device_name, use_bf16
+from .net import FERNet, count_params
+
+EVAL_BATCH = 512  # images per evaluation step: large for speed, small enough for CPU memory
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]  # one record per epoch: epoch, train_loss, train_acc, val_acc, epoch_s, images_per_s
+    val_acc: float  # of the final model (the one the run ends with)
+    best_val_acc: float  # best over epochs, for information only: choosing on it would peek at val
+    test_acc: float | None  # of the final model; None when the data has no test split
+    epochs_run: int
+    stop_reason: str  # completed | stopped (by on_epoch) | diverged (non-finite loss)
+    train_s: float  # seconds spent in training steps, evaluation excluded
+    images_per_s: float  # training images per second over the run
+    n_params: int
+    device: str  # e.g. "cuda", "cpu"
+    device_name: str
+    precision: str  # what ran: bf16 or fp32
+    val_confusion: list[list[int]]  # [true][predicted] counts on val, final model
+    test_confusion: list[list[int]] | None  # the same on test; None without a test split
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+@dataclass
+class DeviceData:
+    """A data set's splits as uint8 images and int64 labels on one device."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @classmethod
+    def of(cls, data: Dataset, dev: torch.device) -> "DeviceData":
+        return cls(*(torch.from_numpy(a).to(dev) for a in (data.x_train, data.y_train, data.x_val, data.y_val,
+                                                            data.x_test, data.y_test)))
+
+
+def make_optimizer(cfg: TrainConfig, params, fused: bool = False) -> torch.optim.Optimizer:
+    # fused kernels: one launch per step for all parameters on CUDA (no effect on CPU results)
+    extra = {"fused": True} if fused else {}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay, **extra)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_lr_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+    """The lr scheduler of `cfg.lr_schedule`, stepped once per epoch; None for a constant lr."""
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=3)
+    return None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast) -> tuple[float, torch.Tensor]:
+    """Accuracy and the (true, predicted) confusion counts of `model` on uint8 images `x`."""
+    model.eval()
+    confusion = torch.zeros(N_CLASSES * N_CLASSES, dtype=torch.long, device=x.device)
+    for i in range(0, len(x), EVAL_BATCH):
+        with autocast():
+            logits = model(to_float(x[i:i + EVAL_BATCH]))
+        pred = logits.float().argmax(1)
+        confusion += torch.bincount(y[i:i + EVAL_BATCH] * N_CLASSES + pred, minlength=N_CLASSES * N_CLASSES)
+    confusion = confusion.view(N_CLASSES, N_CLASSES).cpu()
+    return float(confusion.trace()) / max(1, len(x)), confusion
+
+
+def use_channels_last(dev: torch.device, bf16: bool) -> bool:
+    """channels_last pays with bf16 on CUDA; on CPU it measured slower for the paper's network
+    (docs/benchmarks.md), so it stays off there."""
+    return dev.type == "cuda" and bf16
+
+
+class TrialRun:
+    """A trial from its initial weights on: `begin_epoch`, `step` x `n_steps`, `end_epoch`, and
+    so on; `result` when it ends. Seeds the global random stream with the trial's seed (initial
+    weights, dropout, RReLU), as the trial alone does."""
+
+    def __init__(self, data: DeviceData, cfg: TrainConfig, dev: torch.device, *,
+                 channels_last: bool | None = None, compile: str = "off"):
+        self.data, self.cfg, self.dev, self.compile = data, cfg, dev, compile
+        self.bf16 = use_bf16(dev, cfg.precision)
+        self.autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if self.bf16 \
+            else contextlib.nullcontext
+        torch.manual_seed(cfg.seed)
+        self.gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu").manual_seed(cfg.seed)
+        self.memory_format = torch.channels_last if (channels_last if channels_last is not None
+                                                     else use_channels_last(dev, self.bf16)) \
+            else torch.contiguous_format
+        self.model = FERNet(cfg.width).to(dev).to(memory_format=self.memory_format)
+        # Dynamo caches the compiled graph per process, keyed by module class and shapes, not by
+        # this model object: the next trial in the same worker reuses it (tests/test_speed.py).
+        self.step_model = self.model if compile == "off" else \
+            torch.compile(self.model, mode="reduce-overhead" if compile == "cudagraphs" else None)
+        self.optimizer = make_optimizer(cfg, self.model.parameters(), fused=dev.type == "cuda")
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.scheduler = make_lr_schedule(cfg, self.optimizer)
+        self.n = len(data.x_train)
+        # Drop the ragged last batch: a batch of one breaks BatchNorm, and a fresh permutation
+        # each epoch means every image is still seen.
+        self.n_steps = max(1, self.n // cfg.batch_size)
+        self.history: list[dict] = []
+        self.train_s = 0.0  # seconds in training steps, evaluation excluded
+        self.images_seen = 0
+        self.confusion = torch.zeros(N_CLASSES, N_CLASSES, dtype=torch.long)
+
+    def begin_epoch(self) -> None:
+        self.t0 = time.perf_counter()
+        self.model.train()
+        self.perm = torch.randperm(self.n, generator=self.gen, device=self.gen.device).to(self.dev)
+        self.loss_sum = torch.zeros((), device=self.dev)
+        self.correct = torch.zeros((), dtype=torch.long, device=self.dev)
+
+    def step(self, step: int) -> None:
+        """Batch `step` of the epoch: forward, backward, update."""
+        b = self.cfg.batch_size
+        idx = self.perm[step * b:(step + 1) * b]
+        x = to_float(self.data.x_train[idx])
+        if self.cfg.augment:
+            x = augment(x, self.gen)
+        x = x.contiguous(memory_format=self.memory_format)
+        y = self.data.y_train[idx]
+        if self.compile == "cudagraphs":  # a new step: the graph may overwrite the last step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
+        with self.autocast():
+            logits = self.step_model(x)
+            loss = self.loss_fn(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach() * len(idx)
+        self.correct += (logits.detach().argmax(1) == y).sum()
+
+    def end_epoch(self, share: float = 1.0) -> dict:
+        """The epoch's record (waits for the device), after evaluating on val and stepping the lr
+        schedule. `share`: this trial's share of the device over the epoch, where it trained
+        beside others (1 / the mean number of trials at once); its training seconds are that
+        share of the wall time since `begin_epoch`, measured once the device is done."""
+        if self.dev.type == "cuda":
+            torch.cuda.current_stream(self.dev).synchronize()
+        step_s = (time.perf_counter() - self.t0) * share
+        seen = self.n_steps * min(self.cfg.batch_size, self.n)
+        self.train_s += step_s
+        self.images_seen += seen
+        train_loss = float(self.loss_sum) / seen
+        val_acc, self.confusion = evaluate(self.model, self.data.x_val, self.data.y_val, self.autocast)
+        record = {
+            "epoch": len(self.history) + 1,
+            "train_loss": train_loss,
+            "train_acc": float(self.correct) / seen,
+            "val_acc": val_acc,
+            "epoch_s": time.perf_counter() - self.t0,
+            "images_per_s": seen / step_s if step_s > 0 else 0.0,
+        }
+        self.history.append(record)
+        if self.scheduler is not None:  # per epoch; plateau watches val accuracy, the selection split
+            self.scheduler.step(val_acc) if self.cfg.lr_schedule == "plateau" else self.scheduler.step()
+        return record
+
+    def result(self, stop_reason: str, keep_model: bool = False) -> TrainResult:
+        """The trial's TrainResult, test accuracy of the final model included."""
+        d, history = self.data, self.history
+        test_acc, test_confusion = evaluate(self.model, d.x_test, d.y_test, self.autocast) if len(d.y_test) \
+            else (None, None)
+        return TrainResult(
+            history=history,
+            val_acc=history[-1]["val_acc"],
+            best_val_acc=max(r["val_acc"] for r in history),
+            test_acc=test_acc,
+            epochs_run=len(history),
+            stop_reason=stop_reason,
+            train_s=self.train_s,
+            images_per_s=self.images_seen / self.train_s if self.train_s > 0 else 0.0,
+            n_params=count_params(self.model),
+            device=self.dev.type,
+            device_name=device_name(self.dev),
+            precision="bf16" if self.bf16 else "fp32",
+            val_confusion=self.confusion.tolist(),
+            test_confusion=test_confusion.tolist() if test_confusion is not None else None,
+            model=self.model if keep_model else None,
+        )
