@@ -599,12 +599,13 @@ def confirm(
 
 
 class _ImagesUsage(typer.core.TyperCommand):
-    """Usage: sweep predict [OPTIONS] IMAGE... (Typer writes a required argument as {IMAGE})."""
+    """Usage: sweep predict [OPTIONS] IMAGE... (Typer writes a required argument as {IMAGE}...,
+    typer 0.15 with click 8.1 as IMAGE)."""
 
     def collect_usage_pieces(self, ctx):
         import re
 
-        return [re.sub(r"\{([A-Z]+)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+        return [re.sub(r"^\{?IMAGE\}?(\.\.\.)?$", "IMAGE...", piece) for piece in super().collect_usage_pieces(ctx)]
 
 
 @app.command(cls=_ImagesUsage, short_help="Emotion probabilities for images, from the best kept weights.")
