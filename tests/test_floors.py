@@ -180,3 +180,12 @@ def test_the_projects_own_checkout_records_its_commit(tmp_path):
     assert recorded_commit(repo) == head
     (repo / "sweep" / "errors.py").write_text("# changed\n", encoding="utf-8")
     assert recorded_commit(repo) == head + "+dirty"
+
+
+def test_every_package_of_the_checkout_goes_into_the_wheel():
+    """`pip install .` ships the packages pyproject.toml lists: a new subpackage left out of it works in
+    the checkout and fails with ModuleNotFoundError once installed."""
+    listed = set(pyproject()["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("sweep", "model", "data", "studies")
+             for p in (ROOT / top).rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert found <= listed, sorted(found - listed)
