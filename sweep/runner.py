@@ -267,7 +267,7 @@ def _disk_full_line(coordinator: Coordinator, storage, reason: str) -> str:
     path = file_identity(storage)
     if path is not None:
         where = f" holding {path[0]}"
-    after = ("its running trials were marked FAIL" if not left else
+    after = ("its trials in training were marked FAIL, those not yet trained wait for the next run" if not left else
              f"{left} trial(s) stay RUNNING until the next run fails and re-queues them")
     return (f"the disk{where} is full ({reason}): the sweep stopped, {after}; free some space and run the same "
             "command to resume")

@@ -358,13 +358,13 @@ def test_trials_that_never_trained_wait_for_the_next_run_which_takes_them_first(
     for r in (trained, started):  # handed to a worker, as _send records it
         store_attrs(r.trial, {"worker": 0, "worker_pid": os.getpid()})
     first.pending = [pending]
-    (row,) = study_rows(study._storage)
+    (row,) = [r for r in study_rows(study._storage) if r["study"] == "never-trained"]
     assert (row["running"], row["training"], row["waiting"]) == (3, 2, 1)  # the pending one waits for a slot
     params = {r.trial.number: (r.trial.params, r.trial.user_attrs["seed"]) for r in (pending, started)}
     first.fail_all_running("interrupted (Ctrl-C or SIGTERM)")
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     assert states == {0: TrialState.FAIL, 1: TrialState.WAITING, 2: TrialState.WAITING}
-    (row,) = study_rows(study._storage)
+    (row,) = [r for r in study_rows(study._storage) if r["study"] == "never-trained"]
     assert (row["failed"], row["running"], row["training"], row["waiting"]) == (1, 0, 0, 2)
     assert "worker" not in study.get_trials(deepcopy=False)[2].user_attrs  # no longer any worker's
     from sqlalchemy import text
