@@ -68,7 +68,7 @@ class MultiTrainer:
             with self._on(stream):
                 run = TrialRun(self.data, cfg, self.dev, channels_last=self.channels_last, compile=self.compile)
             rng = (torch.get_rng_state(), torch.cuda.get_rng_state(self.dev) if cuda else None)
-        if stream is not None:  # its weights and the data were made on the default stream
+        if stream is not None:  # the data were copied to the device on the default stream
             stream.wait_stream(torch.cuda.default_stream(self.dev))
         self.members.append(_Member(key, run, rng, stream))
 
