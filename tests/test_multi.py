@@ -183,6 +183,7 @@ def test_the_coordinator_takes_an_auto_workers_word_and_says_it_once(capsys):
     from sweep.coordinator import Coordinator
 
     c = Coordinator.__new__(Coordinator)
+    c.auto_said = False  # as __init__ sets it
     fresh, shrunk = SimpleNamespace(engine="auto", capacity=256), SimpleNamespace(engine="auto", capacity=2)
     c._auto_chosen(fresh, "multi", 4, {"figures": {"plain": 27600.0, "multi:4": 61000.0}, "cached": False})
     c._auto_chosen(shrunk, "multi", 4, {"figures": {}, "cached": True})  # an out-of-memory halved it before

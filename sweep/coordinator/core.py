@@ -37,6 +37,7 @@ class Coordinator(Scheduling, Messages, Failures, Telling):
         self.last_stale_check = 0.0
         self.start_deaths = 0  # workers that died in a row before they were ready
         self.replied = False  # whether the worker's message being handled has had its answer
+        self.auto_said = False  # whether the run said what --engine auto chose
         self.held = contextlib.nullcontext  # a step a Ctrl-C must not split (runner.InterruptOnce.held)
         self.bar = Progress(target, count_finished(study), self._best()[0],
                             epochs_per_trial=mean_epochs(spec)) if progress else None

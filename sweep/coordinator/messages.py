@@ -54,7 +54,7 @@ class Messages:
         """An auto worker measured its engine: it trains so from now on (at most as many trials
         as an out-of-memory left it), and the first one says so."""
         w.engine, w.capacity = engine, max(1, min(k, w.capacity))
-        if not getattr(self, "auto_said", False) and choice:
+        if not self.auto_said and choice:
             self.auto_said = True
             if "error" in choice:
                 what = f"measuring failed ({choice['error']}); plain"
