@@ -51,7 +51,7 @@ def _epoch_runner(engine: str, ds, dev: torch.device, batch: int, k: int, width:
         def epoch() -> None:
             run.begin_epoch()
             for step in range(run.n_steps):
-                run.step(step)
+                run.step()
             run.end_epoch()
         return epoch, run.n_steps * batch
     if engine == "fused":

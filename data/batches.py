@@ -15,17 +15,22 @@ def augment_draws(b: int, generator: torch.Generator, crop_pad: int = 4, flip: b
     """The random draws of `augment` for a batch of `b`: row and column offsets, flip mask.
 
     Drawn in the same order and sizes as `augment` draws them, so a caller that draws for several
-    trials at once (the fused trainer) keeps each trial's random stream exactly as it is alone."""
-    dev = device if device is not None else generator.device
+    trials at once (the fused trainer) keeps each trial's random stream exactly as it is alone.
+    Drawn on the generator's device; moved only where `device` is another (never inside a
+    training step, which keeps its generator on its own device)."""
+    here = generator.device
+    want = torch.device(device) if device is not None else here
+    same = want.type == here.type and want.index in (None, here.index)  # "cuda" is the generator's "cuda:0"
+    move = (lambda t: t) if same else (lambda t: t.to(want))  # noqa: E731
     if crop_pad > 0:
-        oy = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator, device=generator.device).to(dev)
-        ox = torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator, device=generator.device).to(dev)
+        oy = move(torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator, device=here))
+        ox = move(torch.randint(0, 2 * crop_pad + 1, (b,), generator=generator, device=here))
     else:
-        oy = ox = torch.zeros(b, dtype=torch.long, device=dev)
+        oy = ox = move(torch.zeros(b, dtype=torch.long, device=here))
     if flip:
-        mask = torch.rand(b, generator=generator, device=generator.device).to(dev) < 0.5
+        mask = move(torch.rand(b, generator=generator, device=here) < 0.5)
     else:
-        mask = torch.zeros(b, dtype=torch.bool, device=dev)
+        mask = move(torch.zeros(b, dtype=torch.bool, device=here))
     return oy, ox, mask
 
 

@@ -16,6 +16,8 @@ _LAZY = {
     "multi_train": ("MultiTrainer", "train_multi"),
     "auto_engine": ("choose_engine",),
     "trial_run": ("DeviceData", "TrialRun"),
+    "step_optim": ("StepOptimizer",),
+    "capture_check": ("CaptureCheck", "CaptureUnsafe"),
     "training": ("TrainResult", "check_compile", "evaluate", "make_lr_schedule", "train"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}

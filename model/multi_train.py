@@ -111,7 +111,7 @@ class MultiTrainer:
                     if m.step == 0:
                         m.run.begin_epoch()
                         m.company = 0
-                    m.run.step(m.step)
+                    m.run.step()
                     m.step += 1
                 m.company += len(live)
             for m in live:

@@ -48,7 +48,7 @@ def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "au
     for epoch in range(1, cfg.epochs + 1):
         run.begin_epoch()
         for step in range(run.n_steps):
-            run.step(step)
+            run.step()
         record = run.end_epoch()
         if not math.isfinite(record["train_loss"]):
             stop_reason = "diverged"

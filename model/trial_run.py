@@ -21,6 +21,7 @@ from data import Dataset, N_CLASSES, augment, to_float
 from .config import TrainConfig
 from .device import device_name, use_bf16
 from .net import FERNet, count_params
+from .step_optim import StepOptimizer
 
 EVAL_BATCH = 512  # images per evaluation step: large for speed, small enough for CPU memory
 
@@ -60,17 +61,21 @@ class DeviceData:
                                                             data.x_test, data.y_test)))
 
 
-def make_optimizer(cfg: TrainConfig, params, fused: bool = False) -> torch.optim.Optimizer:
-    # fused kernels: one launch per step for all parameters on CUDA (no effect on CPU results)
-    extra = {"fused": True} if fused else {}
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay, **extra)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+class LrSchedule:
+    """`cfg.lr_schedule`'s lr, epoch by epoch, as PyTorch's schedulers compute it (on a stand-in
+    optimizer of one unused parameter), handed to the trial's optimizer between epochs."""
+
+    def __init__(self, cfg: TrainConfig, optimizer: StepOptimizer):
+        self.cfg, self.optimizer = cfg, optimizer
+        self.holder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+        self.scheduler = make_lr_schedule(cfg, self.holder)
+
+    def step(self, val_acc: float) -> None:
+        if self.scheduler is None:
+            return
+        self.holder.step()  # a no-op (no gradient) that schedulers expect before their step
+        self.scheduler.step(val_acc) if self.cfg.lr_schedule == "plateau" else self.scheduler.step()
+        self.optimizer.set_lr(self.holder.param_groups[0]["lr"])
 
 
 def make_lr_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -86,12 +91,14 @@ def make_lr_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast) -> tuple[float, torch.Tensor]:
     """Accuracy and the (true, predicted) confusion counts of `model` on uint8 images `x`."""
     model.eval()
+    dtype = next(model.parameters()).dtype
     confusion = torch.zeros(N_CLASSES * N_CLASSES, dtype=torch.long, device=x.device)
     for i in range(0, len(x), EVAL_BATCH):
         with autocast():
-            logits = model(to_float(x[i:i + EVAL_BATCH]))
-        pred = logits.float().argmax(1)
-        confusion += torch.bincount(y[i:i + EVAL_BATCH] * N_CLASSES + pred, minlength=N_CLASSES * N_CLASSES)
+            logits = model(to_float(x[i:i + EVAL_BATCH]).to(dtype))
+        cell = y[i:i + EVAL_BATCH] * N_CLASSES + logits.float().argmax(1)
+        # scatter_add_, not bincount: bincount sizes its output from the data, a wait for the GPU
+        confusion.scatter_add_(0, cell, torch.ones_like(cell))
     confusion = confusion.view(N_CLASSES, N_CLASSES).cpu()
     return float(confusion.trace()) / max(1, len(x)), confusion
 
@@ -105,31 +112,46 @@ def use_channels_last(dev: torch.device, bf16: bool) -> bool:
 class TrialRun:
     """A trial from its initial weights on: `begin_epoch`, `step` x `n_steps`, `end_epoch`, and
     so on; `result` when it ends. Seeds the global random stream with the trial's seed (initial
-    weights, dropout, RReLU), as the trial alone does."""
+    weights, dropout, RReLU), as the trial alone does.
+
+    `step` is graph-safe: it reads and writes only tensors made once here (the data, the epoch's
+    permutation, a device-side step counter, parameters, optimizer state, the epoch's sums), draws
+    only from the trial's generator and the global one, and never waits for the device. One CUDA
+    graph of it replays every step of every epoch (model/graphed.py); model/capture_check.py checks
+    all of that on a CPU. `dtype` float64 is for checking the algebra (tests)."""
 
     def __init__(self, data: DeviceData, cfg: TrainConfig, dev: torch.device, *,
-                 channels_last: bool | None = None, compile: str = "off"):
-        self.data, self.cfg, self.dev, self.compile = data, cfg, dev, compile
-        self.bf16 = use_bf16(dev, cfg.precision)
-        self.autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if self.bf16 \
+                 channels_last: bool | None = None, compile: str = "off", dtype: torch.dtype = torch.float32):
+        self.data, self.cfg, self.dev, self.compile, self.dtype = data, cfg, dev, compile, dtype
+        self.bf16 = use_bf16(dev, cfg.precision) and dtype == torch.float32
+        # No cast cache: a CUDA graph must not keep casts made while it was captured (and here each
+        # weight is cast once per step anyway, so the cache saves nothing).
+        self.autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False)) if self.bf16 \
             else contextlib.nullcontext
+        self.loss_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu").manual_seed(cfg.seed)
         self.memory_format = torch.channels_last if (channels_last if channels_last is not None
                                                      else use_channels_last(dev, self.bf16)) \
             else torch.contiguous_format
-        self.model = FERNet(cfg.width).to(dev).to(memory_format=self.memory_format)
+        self.model = FERNet(cfg.width).to(dev, dtype).to(memory_format=self.memory_format)
         # Dynamo caches the compiled graph per process, keyed by module class and shapes, not by
         # this model object: the next trial in the same worker reuses it (tests/test_speed.py).
         self.step_model = self.model if compile == "off" else \
             torch.compile(self.model, mode="reduce-overhead" if compile == "cudagraphs" else None)
-        self.optimizer = make_optimizer(cfg, self.model.parameters(), fused=dev.type == "cuda")
+        self.optimizer = StepOptimizer(cfg, self.model.parameters())
+        self.lr_schedule = LrSchedule(cfg, self.optimizer)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.scheduler = make_lr_schedule(cfg, self.optimizer)
         self.n = len(data.x_train)
         # Drop the ragged last batch: a batch of one breaks BatchNorm, and a fresh permutation
-        # each epoch means every image is still seen.
+        # each epoch means every image is still seen. Every step has the same shapes.
         self.n_steps = max(1, self.n // cfg.batch_size)
+        self.rows = min(cfg.batch_size, self.n)  # images per step
+        self.perm = torch.zeros(self.n, dtype=torch.long, device=dev)  # this epoch's data order
+        self.step_index = torch.zeros((), dtype=torch.long, device=dev)  # the next step of the epoch
+        self.offsets = torch.arange(self.rows, device=dev)
+        self.loss_sum = torch.zeros((), dtype=self.loss_dtype, device=dev)
+        self.correct = torch.zeros((), dtype=torch.long, device=dev)
         self.history: list[dict] = []
         self.train_s = 0.0  # seconds in training steps, evaluation excluded
         self.images_seen = 0
@@ -138,15 +160,15 @@ class TrialRun:
     def begin_epoch(self) -> None:
         self.t0 = time.perf_counter()
         self.model.train()
-        self.perm = torch.randperm(self.n, generator=self.gen, device=self.gen.device).to(self.dev)
-        self.loss_sum = torch.zeros((), device=self.dev)
-        self.correct = torch.zeros((), dtype=torch.long, device=self.dev)
+        self.perm.copy_(torch.randperm(self.n, generator=self.gen, device=self.gen.device))
+        self.step_index.zero_()
+        self.loss_sum.zero_()
+        self.correct.zero_()
 
-    def step(self, step: int) -> None:
-        """Batch `step` of the epoch: forward, backward, update."""
-        b = self.cfg.batch_size
-        idx = self.perm[step * b:(step + 1) * b]
-        x = to_float(self.data.x_train[idx])
+    def step(self) -> None:
+        """The epoch's next batch: forward, backward, update."""
+        idx = self.perm[self.step_index * self.rows + self.offsets]
+        x = to_float(self.data.x_train[idx]).to(self.dtype)
         if self.cfg.augment:
             x = augment(x, self.gen)
         x = x.contiguous(memory_format=self.memory_format)
@@ -155,12 +177,13 @@ class TrialRun:
             torch.compiler.cudagraph_mark_step_begin()
         with self.autocast():
             logits = self.step_model(x)
-            loss = self.loss_fn(logits.float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(logits.to(self.loss_dtype), y)
+        self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        self.loss_sum += loss.detach() * len(idx)
+        self.loss_sum += loss.detach() * self.rows
         self.correct += (logits.detach().argmax(1) == y).sum()
+        self.step_index += 1
 
     def end_epoch(self, share: float = 1.0) -> dict:
         """The epoch's record (waits for the device), after evaluating on val and stepping the lr
@@ -170,7 +193,7 @@ class TrialRun:
         if self.dev.type == "cuda":
             torch.cuda.current_stream(self.dev).synchronize()
         step_s = (time.perf_counter() - self.t0) * share
-        seen = self.n_steps * min(self.cfg.batch_size, self.n)
+        seen = self.n_steps * self.rows
         self.train_s += step_s
         self.images_seen += seen
         train_loss = float(self.loss_sum) / seen
@@ -184,8 +207,7 @@ class TrialRun:
             "images_per_s": seen / step_s if step_s > 0 else 0.0,
         }
         self.history.append(record)
-        if self.scheduler is not None:  # per epoch; plateau watches val accuracy, the selection split
-            self.scheduler.step(val_acc) if self.cfg.lr_schedule == "plateau" else self.scheduler.step()
+        self.lr_schedule.step(val_acc)  # per epoch; plateau watches val accuracy, the selection split
         return record
 
     def result(self, stop_reason: str, keep_model: bool = False) -> TrainResult:
@@ -205,7 +227,7 @@ class TrialRun:
             n_params=count_params(self.model),
             device=self.dev.type,
             device_name=device_name(self.dev),
-            precision="bf16" if self.bf16 else "fp32",
+            precision="bf16" if self.bf16 else ("fp64" if self.dtype == torch.float64 else "fp32"),
             val_confusion=self.confusion.tolist(),
             test_confusion=test_confusion.tolist() if test_confusion is not None else None,
             model=self.model if keep_model else None,
