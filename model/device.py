@@ -64,3 +64,12 @@ def device_name(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     return device.type
+
+
+def autotune(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its algorithms for each convolution shape once and keep the fastest:
+    a trial's steps all have the same shapes (the ragged last batch is dropped), so the search is
+    paid once per shape and process. A choice by timing can differ between processes: CUDA results
+    agree to float rounding across runs, not to the bit."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from data import Dataset, N_CLASSES, apply_augment, augment_draws, to_float
 
 from .config import FUSE_KEYS, TrainConfig
-from .device import device_name, resolve_device, use_bf16
+from .device import autotune, device_name, resolve_device, use_bf16
 from .fused_net import FusedFERNet
 from .fused_optim import FusedOptimizer
 from .net import FERNet, count_params
@@ -70,6 +70,7 @@ class FusedTrainer:
         self.key = (batch_size, width, optimizer, precision)
         self.dev = dev = resolve_device(device)
         check_compile(compile, dev)
+        autotune(dev)
         self.compile = compile
         self.bf16 = use_bf16(dev, precision)
         self.autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if self.bf16 \

@@ -19,7 +19,7 @@ from torch import nn
 from data import Dataset, N_CLASSES, augment, to_float
 
 from .config import TrainConfig
-from .device import device_name, use_bf16
+from .device import autotune, device_name, use_bf16
 from .net import FERNet, count_params
 from .step_optim import StepOptimizer
 
@@ -43,6 +43,8 @@ class TrainResult:
     val_confusion: list[list[int]]  # [true][predicted] counts on val, final model
     test_confusion: list[list[int]] | None  # the same on test; None without a test split
     model: nn.Module | None = field(default=None, repr=False)
+    cuda_graph: bool = False  # its steps replayed a captured CUDA graph (engine graph on CUDA)
+    graph_fallback: str | None = None  # why its step could not be captured (it trained eagerly)
 
 
 @dataclass
@@ -123,6 +125,7 @@ class TrialRun:
     def __init__(self, data: DeviceData, cfg: TrainConfig, dev: torch.device, *,
                  channels_last: bool | None = None, compile: str = "off", dtype: torch.dtype = torch.float32):
         self.data, self.cfg, self.dev, self.compile, self.dtype = data, cfg, dev, compile, dtype
+        autotune(dev)
         self.bf16 = use_bf16(dev, cfg.precision) and dtype == torch.float32
         # No cast cache: a CUDA graph must not keep casts made while it was captured (and here each
         # weight is cast once per step anyway, so the cache saves nothing).

@@ -1,9 +1,11 @@
-"""`sweep bench --pack/--fuse/--multi`: many trials on one device, against one plain trial.
+"""`sweep bench --pack/--fuse/--multi/--graph`: many trials on one device, against one plain trial.
 
-Three ways to train K trials at once, each measured as aggregate training images/s against one
-plain, eager trial in the same run: K processes packed on the device (`run_pack`), K trials fused
-into one network (`run_engine("fused", ...)`), and K trials side by side in one process, a step
-each in turn (`run_engine("multi", ...)`). The ratio is the result: these machines are shared.
+Ways to train K trials at once, each measured as aggregate training images/s against one plain,
+eager trial in the same run: K processes packed on the device (`run_pack`), K trials fused into
+one network (`run_engine("fused", ...)`), K trials side by side in one process, a step each in
+turn (`run_engine("multi", ...)`), and the same with each step a CUDA graph replay
+(`run_engine("graph", ...)`). The engines are timed by model.engine_speed: whole epochs of every
+member between device-wide syncs. The ratio is the result: these machines are shared.
 """
 
 from __future__ import annotations
@@ -137,11 +139,12 @@ class EngineRow:
     repeats: list[float]
     speedup: float  # against the plain trial, measured in the same run
     trial_epoch_s: float  # a FER2013 epoch's cost per trial: 28,709 images at its share of the device
+    join_s: float = 0.0  # what a trial joining costs the engine (median): construction, capture, regroup
 
 
 @dataclass
 class EngineResult:
-    engine: str  # fused | multi
+    engine: str  # fused | multi | graph
     device: str
     device_name: str
     width: float
@@ -151,64 +154,61 @@ class EngineResult:
     precision: str
     rows: list[EngineRow] = field(default_factory=list)
     versions: str = ""
+    window_s: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def run_engine(engine: str, ks: list[int], *, steps: int = 20, batch_size: int = 128, width: float = 1.0,
-               repeats: int = 3, device: str = "auto", compile: str = "off", progress=None) -> EngineResult:
-    """Aggregate training images/s of k trials trained by `engine` (fused: as one network; multi:
-    side by side, a step each in turn), for each k in `ks`, against one plain trial (`train`) in
-    the same run; the members differ in lr and seed, as a sweep's do. Each figure is the last of
-    two epochs of `steps` steps (the first warms up), median over `repeats` rounds that take
-    every k in turn."""
+               repeats: int = 3, device: str = "auto", compile: str = "off", window_s: float = 1.0,
+               progress=None) -> EngineResult:
+    """Aggregate training images/s of k trials trained by `engine`, for each k in `ks`, against
+    one plain trial in the same run; the members differ in lr and seed, as a sweep's do. Each
+    figure times whole epochs of `steps` steps of every member for at least `window_s` seconds
+    after an untimed one; the median over `repeats` rounds that take every k in turn."""
     from data import equalize
-    from model import train_fused, train_multi
+    from model.engine_speed import measure
 
     from .provenance import versions_line
 
     dev = resolve_device(device)
     check_compile(compile, dev)
-    trainer = {"fused": train_fused, "multi": train_multi}[engine]
     raw, labels, data_name = bench_data(None, steps * batch_size)
     ds = bench_dataset(equalize(raw), labels, data_name)
     precision_used = "bf16" if use_bf16(dev, "auto") else "fp32"
-    base = dict(epochs=2, batch_size=batch_size, optimizer="sgd", momentum=0.9, width=width)
-    figures: dict[int, list[float]] = {k: [] for k in [0, *ks]}
+    probe = TrainConfig(epochs=2, batch_size=batch_size, optimizer="sgd", momentum=0.9, width=width, lr=0.01)
+    speeds: dict[int, list] = {k: [] for k in [0, *ks]}
     for r in range(repeats):
-        for k in figures:
-            if k == 0:
-                result = train(ds, TrainConfig(lr=0.01, seed=r, **base), device=str(dev), compile=compile)
-                figures[k].append(result.history[-1]["images_per_s"])
-            else:
-                configs = [TrainConfig(lr=0.01 * 0.8 ** i, seed=r * 1000 + i, **base) for i in range(k)]
-                results = trainer(ds, configs, device=str(dev), compile=compile)
-                # a member's images/s over its share of the time: all members together, as they
-                # end their epochs in the same round
-                figures[k].append(results[0].history[-1]["images_per_s"])
+        for k in speeds:
+            speed = measure("plain" if k == 0 else engine, max(1, k), ds, probe, str(dev), window_s=window_s,
+                            compile=compile)
+            speeds[k].append(speed)
             if progress:
                 progress(f"round {r + 1}/{repeats}: {'plain' if k == 0 else f'{engine} k={k}'} "
-                         f"{figures[k][-1]:.1f} images/s")
+                         f"{speed.images_per_s:.1f} images/s")
     out = EngineResult(engine=engine, device=dev.type, device_name=device_name(dev), width=width,
                        batch_size=batch_size, steps=steps, compile=compile, precision=precision_used,
-                       versions=versions_line())
-    plain = statistics.median(figures[0])
-    for k, values in figures.items():
-        agg = statistics.median(values)
-        out.rows.append(EngineRow(k=k, aggregate_images_per_s=agg, repeats=values, speedup=agg / plain,
-                                  trial_epoch_s=FER2013_TRAIN_IMAGES / agg))
+                       versions=versions_line(), window_s=window_s)
+    plain = statistics.median(s.images_per_s for s in speeds[0])
+    for k, values in speeds.items():
+        agg = statistics.median(s.images_per_s for s in values)
+        out.rows.append(EngineRow(k=k, aggregate_images_per_s=agg, repeats=[s.images_per_s for s in values],
+                                  speedup=agg / plain if plain > 0 else 0.0,
+                                  trial_epoch_s=FER2013_TRAIN_IMAGES / agg if agg > 0 else float("inf"),
+                                  join_s=statistics.median(s.join_s for s in values)))
     return out
 
 
 def format_engine(r: EngineResult) -> str:
     lines = [f"device      {r.device_name}",
              f"workload    width {r.width} network, batch {r.batch_size}, {r.steps} steps per epoch, "
-             f"{r.precision}, compile {r.compile}; median of {len(r.rows[0].repeats)} rounds",
-             "trials            aggregate images/s  vs one plain trial  s per FER2013 epoch per trial"]
+             f"{r.precision}, compile {r.compile}; median of {len(r.rows[0].repeats)} rounds of >= {r.window_s:g} s",
+             "trials            aggregate images/s  vs one plain trial  s per FER2013 epoch per trial  join s"]
     for row in r.rows:
         label = "1 plain" if row.k == 0 else f"{row.k} {r.engine}"
-        lines.append(f"{label:<16} {row.aggregate_images_per_s:19.1f}  {row.speedup:17.2f}x  {row.trial_epoch_s:29.2f}")
+        lines.append(f"{label:<16} {row.aggregate_images_per_s:19.1f}  {row.speedup:17.2f}x  "
+                     f"{row.trial_epoch_s:29.2f}  {row.join_s:6.2f}")
     return "\n".join(lines)
 
 

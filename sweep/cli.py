@@ -32,7 +32,7 @@ PerGpuOpt = Annotated[Optional[int], typer.Option(min=1, metavar="K", help="Work
 TimeoutOpt = Annotated[Optional[float], typer.Option(min=0, metavar="SECONDS", help="Start no new trial after this many seconds.")]
 KeepTopOpt = Annotated[int, typer.Option(min=0, metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
 CompileOpt = Annotated[str, typer.Option(metavar="MODE", help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only); speed only, see docs/benchmarks.md.")]
-EngineOpt = Annotated[str, typer.Option(metavar="plain|auto|fused[:K]|multi[:K]", help="How a worker trains: plain, one trial at a time; multi, up to K trials (4) of any hyperparameters side by side; fused, up to K trials (16) that share batch size, width, optimizer and precision as one network; auto, on a GPU the fastest of these as each worker measures it at its start (plain elsewhere). See README, 'Engines'.")]
+EngineOpt = Annotated[str, typer.Option(metavar="plain|auto|graph[:K]|multi[:K]|fused[:K]", help="How a worker trains: plain, one trial at a time; graph, up to K trials (4) of any hyperparameters side by side, each trial's step replayed as one CUDA graph (eager on a CPU); multi, the same without graphs; fused, up to K trials (16) that share batch size, width, optimizer and precision as one network; auto, on a GPU the fastest of these as each worker measures it at its start (plain elsewhere). See docs/engines.md.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress: only warnings, errors (one line each) and the final summary line.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (keys in README) instead of text.")]
 
@@ -510,6 +510,8 @@ def bench(
     pack: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials trained at once in K processes on the device, for each K in a list like 1,2,4,8.")] = None,
     fuse: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials fused into one network, for each K in a list like 1,4,16,32, against one plain trial.")] = None,
     multi: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials side by side in one process (--engine multi), for each K in a list like 1,2,4,8, against one plain trial.")] = None,
+    graph: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: the same with each trial's step replayed as a CUDA graph (--engine graph; eager on a CPU), for each K in a list like 1,2,4,8,16.")] = None,
+    window: Annotated[float, typer.Option(min=0.0, max=600.0, metavar="S", help="With --fuse, --multi or --graph: seconds timed per figure and round, at least.")] = 1.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Measure training speed: this trainer against a paper-style per-image DataLoader pipeline."""
@@ -527,13 +529,16 @@ def bench(
     except ValueError as e:
         raise SweepError(str(e)) from None
     say = None if json_out else (lambda line: typer.echo(line, err=True))
-    if sum(x is not None for x in (pack, fuse, multi)) > 1:
-        raise SweepError("--pack, --fuse and --multi measure different things: give one")
-    for engine, ks in (("fused", fuse), ("multi", multi)):
+    if sum(x is not None for x in (pack, fuse, multi, graph)) > 1:
+        raise SweepError("--pack, --fuse, --multi and --graph measure different things: give one")
+    for engine, ks in (("fused", fuse), ("multi", multi), ("graph", graph)):
         if ks is not None:
-            result = run_engine(engine, _counts(f"--{'fuse' if engine == 'fused' else engine}", ks), steps=steps,
-                                batch_size=batch_size, width=width, repeats=repeats, device=device, compile=compile,
-                                progress=say)
+            try:
+                result = run_engine(engine, _counts(f"--{'fuse' if engine == 'fused' else engine}", ks), steps=steps,
+                                    batch_size=batch_size, width=width, repeats=repeats, device=device,
+                                    compile=compile, window_s=window, progress=say)
+            except ValueError as e:  # an engine option the engine refuses (compile beside graph, say)
+                raise SweepError(str(e)) from None
             typer.echo(json.dumps(result.to_dict(), indent=2) if json_out else format_engine(result))
             return
     if pack is not None:

@@ -22,14 +22,15 @@ from .errors import SweepError
 
 # How a worker trains (--engine): plain, one trial at a time; fused, up to K trials that share
 # model.FUSE_KEYS as one network (model.FusedTrainer); multi, up to K trials of any hyperparameters
-# side by side, a step each in turn, each on a CUDA stream of its own (model.MultiTrainer).
+# side by side, a step each in turn, each on a CUDA stream of its own (model.MultiTrainer); graph,
+# the same with each trial's step captured once as a CUDA graph and replayed (eager on a CPU).
 # auto: on a GPU each worker measures the candidates at its start (model.auto_engine) and trains
 # with the fastest, never slower than plain; elsewhere it is plain.
-ENGINES = ("plain", "fused", "multi", "auto")
-ENGINE_FORMS = "auto, plain, fused[:K] or multi[:K]"
+ENGINES = ("plain", "fused", "multi", "graph", "auto")
+ENGINE_FORMS = "auto, plain, fused[:K], multi[:K] or graph[:K]"
 # K where --engine names none. fused: 16 measured 1.22x one plain trial on an H200 (docs/benchmarks.md);
-# multi: unmeasured on GPUs so far, and each member holds a whole network and optimizer state.
-DEFAULT_CONCURRENT = {"fused": 16, "multi": 4}
+# multi and graph: unmeasured on GPUs so far, and each member holds a whole network and optimizer state.
+DEFAULT_CONCURRENT = {"fused": 16, "multi": 4, "graph": 4}
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Worker:
         its engine trains any trials side by side)."""
         from model import FUSE_KEYS
 
-        if not self.running or self.engine == "multi":
+        if not self.running or self.engine in ("multi", "graph"):
             return None
         c = next(iter(self.running.values())).config
         return tuple(c[k] for k in FUSE_KEYS)
@@ -211,6 +212,8 @@ def plan_workers(device: str, workers: int | None, gpus: list[int] | None, per_g
     if compile == "cudagraphs" and kind == "multi":
         # torch.compile's graphs replay on the stream they were recorded on; multi gives each trial its own
         raise SweepError("--compile cudagraphs and --engine multi do not go together: use one of them")
+    if compile != "off" and kind == "graph":  # it captures the plain step itself
+        raise SweepError(f"--compile {compile} and --engine graph do not go together: use one of them")
     if compile != "off" and kind == "auto":  # auto measures eager engines; a compiled run trains one trial at a time
         kind, k_trials = "plain", 1
     if on_cuda:

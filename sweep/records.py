@@ -25,7 +25,7 @@ def trial_record(result: dict, study_attrs: dict, *, pruned: bool, compile: str,
         "device_name": result["device_name"],
         "precision": result["precision"],
         "compile": compile,
-        "engine": result.get("engine", "plain"),  # how its worker trained it: plain | fused | multi
+        "engine": result.get("engine", "plain"),  # how its worker trained it: plain | fused | multi | graph
         "concurrent": result.get("concurrent", 1),  # mean trials its worker trained at once with it (1: alone)
         "data_name": study_attrs.get("data_name"),
         "data_hash": study_attrs.get("data_hash"),
@@ -34,6 +34,10 @@ def trial_record(result: dict, study_attrs: dict, *, pruned: bool, compile: str,
         "val_confusion": json.dumps(result["val_confusion"]),
         "call_s": round(result["call_s"], 3),
     }
+    if result.get("engine") == "graph":  # whether its steps replayed a CUDA graph, or why not
+        attrs["cuda_graph"] = bool(result.get("cuda_graph"))
+        if result.get("graph_fallback"):
+            attrs["graph_fallback"] = str(result["graph_fallback"])[:300]
     if "fused_group" in result:
         attrs["fused_group"] = f"{run_id}.{result['fused_group']}"
     if result["test_acc"] is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
 import traceback
 from collections import deque
@@ -29,6 +30,9 @@ def _first_claim(path: str) -> bool:
         return True
     except FileExistsError:
         return False
+
+
+EXIT_CUDA_POISONED = 70  # EX_SOFTWARE: the worker's CUDA context is unusable; the coordinator replaces it
 
 
 class _Faults:
@@ -133,7 +137,9 @@ def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "
             engine, k, choice = "plain", 1, {"error": _one_line(e)}
     conn.send(("ready", os.getpid(), dataset.content_hash, engine, k, choice))
     try:
-        {"plain": _plain_loop, "fused": _fused_loop, "multi": _multi_loop}[engine](conn, dataset, compile, _Faults(env))
+        loops = {"plain": _plain_loop, "fused": _fused_loop, "multi": _multi_loop,
+                 "graph": lambda *a: _multi_loop(*a, graphs=True)}
+        loops[engine](conn, dataset, compile, _Faults(env))
     except (BrokenPipeError, EOFError, ConnectionResetError, OSError):
         return  # the coordinator is gone
 
@@ -160,21 +166,23 @@ def _plain_loop(conn, dataset, compile: str, faults: _Faults) -> None:
             conn.send(("epoch", number, record))
             return conn.recv() == "prune"
 
+        oom = None
         try:
             faults.check([number])
             t0 = time.perf_counter()
             result = train(dataset, TrainConfig(**config), device=device, on_epoch=on_epoch, keep_model=True,
                            compile=compile)
             call_s = time.perf_counter() - t0
-        except torch.cuda.OutOfMemoryError as e:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            conn.send(("oom", number, str(e).splitlines()[0] if str(e) else "out of memory"))
-            continue
         except (BrokenPipeError, EOFError, ConnectionResetError):
             raise
         except Exception as e:  # noqa: BLE001 - a trial's crash is reported, the worker lives on
-            conn.send(("error", number, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+            oom = _failure(e)
+            if oom is None:
+                conn.send(("error", number, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+                continue
+        if oom is not None:  # out of the except block: its traceback no longer holds the trial's tensors
+            _release_cuda()
+            conn.send(("oom", number, oom))
             continue
         last = (number, result.model)
         conn.send(_result_message(number, result, call_s, {"engine": "plain", "concurrent": 1}))
@@ -215,19 +223,20 @@ def _fused_loop(conn, dataset, compile: str, faults: _Faults) -> None:
         if trainer is None or not len(trainer):
             continue
         numbers = [m.key for m in trainer.members] + [m.key for m in trainer._joining]
+        oom = None
         try:
             faults.check(numbers)
             records = trainer.run_epoch()
-        except torch.cuda.OutOfMemoryError as e:
-            trainer = None  # the group is dropped whole; the coordinator shrinks it and sends it again
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            conn.send(("oom", None, str(e).splitlines()[0] if str(e) else "out of memory", numbers))
-            continue
         except Exception as e:  # noqa: BLE001 - the group's step failed: every member fails with it
-            trainer = None
-            for n in numbers:
-                conn.send(("error", n, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+            trainer = None  # out of memory: dropped whole; the coordinator shrinks the group and sends it again
+            oom = _failure(e)
+            if oom is None:
+                for n in numbers:
+                    conn.send(("error", n, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+                continue
+        if oom is not None:
+            _release_cuda()
+            conn.send(("oom", None, oom, numbers))
             continue
         group = f"{os.getpid()}.{groups}"
         for number, record in records.items():
@@ -277,13 +286,14 @@ class _Inbox:
                 return msg
 
 
-def _multi_loop(conn, dataset, compile: str, faults: _Faults) -> None:
-    import torch
-
+def _multi_loop(conn, dataset, compile: str, faults: _Faults, graphs: bool = False) -> None:
+    """Engines multi and graph (`graphs`): trials of any hyperparameters side by side."""
     from model import MultiTrainer, TrainConfig, outcome
 
     inbox = _Inbox(conn)
     trainer: MultiTrainer | None = None
+    engine = "graph" if graphs else "multi"
+    say = lambda line: conn.send(("note", None, line))  # noqa: E731 - the coordinator prints it
     while True:
         if (trainer is None or not len(trainer)) and not inbox.jobs:
             if not inbox.take(conn.recv()):
@@ -295,26 +305,29 @@ def _multi_loop(conn, dataset, compile: str, faults: _Faults) -> None:
             number, config, device = inbox.jobs.popleft()
             try:
                 if trainer is None:
-                    trainer = MultiTrainer(dataset, device=device, compile=compile)
+                    trainer = MultiTrainer(dataset, device=device, compile=compile, graphs=graphs, say=say)
                 trainer.add(number, TrainConfig(**config))
             except Exception as e:  # noqa: BLE001 - this trial cannot train here; the others go on
+                _exit_if_poisoned(e)
                 conn.send(("error", number, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
         if trainer is None or not len(trainer):
             continue
         numbers = [m.key for m in trainer.members]
+        oom = None
         try:
             faults.check(numbers)
             records = trainer.advance()
-        except torch.cuda.OutOfMemoryError as e:
-            trainer = None  # every member is dropped; the coordinator shrinks the group and sends them again
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            conn.send(("oom", None, str(e).splitlines()[0] if str(e) else "out of memory", numbers))
-            continue
         except Exception as e:  # noqa: BLE001 - a step failed: which member's is unknown, so all fail
-            trainer = None
-            for n in numbers:
-                conn.send(("error", n, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+            trainer.close()
+            trainer = None  # out of memory: every member is dropped; the coordinator shrinks the group and sends them again
+            oom = _failure(e)
+            if oom is None:
+                for n in numbers:
+                    conn.send(("error", n, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+                continue
+        if oom is not None:
+            _release_cuda()
+            conn.send(("oom", None, oom, numbers))
             continue
         for number, record in records.items():
             conn.send(("epoch", number, record))
@@ -323,5 +336,37 @@ def _multi_loop(conn, dataset, compile: str, faults: _Faults) -> None:
                 continue
             result = trainer.finish(number, end, keep_model=True)
             conn.send(_result_message(number, result, _share_s(result),
-                                      {"engine": "multi", "concurrent": _mean_concurrent(result)}))
+                                      {"engine": engine, "concurrent": _mean_concurrent(result)}))
             _save(conn, number, result.model, inbox.reply())
+
+
+def _failure(e: BaseException) -> str | None:
+    """What a training error means for the worker: a CUDA out-of-memory (its one-line text: the
+    group shrinks, no trial fails), None for any other error of the trial; a CUDA error that
+    leaves this process's context unusable ends the process (a fresh worker takes over)."""
+    from model.graphed import out_of_memory
+
+    _exit_if_poisoned(e)
+    if out_of_memory(e):
+        return str(e).splitlines()[0] if str(e) else "out of memory"
+    return None
+
+
+def _exit_if_poisoned(e: BaseException) -> None:
+    from model.graphed import poisoned
+
+    if poisoned(e):
+        print(f"sweep: worker {os.getpid()}: a CUDA error ended this worker ({_one_line(e)}); its trials are "
+              "failed and queued again, and a fresh worker takes over", file=sys.stderr, flush=True)
+        os._exit(EXIT_CUDA_POISONED)
+
+
+def _release_cuda() -> None:
+    """Give the cached GPU memory back, once nothing refers to the failed trainer any more."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,9 +1,9 @@
-"""`sweep run --engine fused:K` and `--engine multi:K` under the sweep's guarantees, on real
-storages and processes. Every test ends with the exact budget: N finished trials, none RUNNING or
+"""`sweep run --engine fused:K`, `multi:K` and `graph:K` under the sweep's guarantees, on real
+storages and processes (graph in its CPU form: every step eager, the same engine code). Every test ends with the exact budget: N finished trials, none RUNNING or
 WAITING, no trial finished twice.
 
 The fused engine's study fixes batch size and optimizer, so every trial fits one group; the multi
-engine's searches both, so its trials could rarely share a fused group.
+and graph engines' search both, so their trials could rarely share a fused group.
 """
 
 import os
@@ -43,7 +43,8 @@ lr = {{ low = 1e-3, high = 0.05, log = true }}
 name = "random"
 """,
 }
-ENGINES = ["fused", "multi"]
+STUDIES["graph"] = STUDIES["multi"]
+ENGINES = ["fused", "multi", "graph"]
 
 
 def study(tmp_path, engine, epochs="{ low = 1, high = 3 }", name="s"):
@@ -76,6 +77,9 @@ def test_a_run_keeps_the_budget_and_each_trials_own_record(tmp_path, engine):
         assert all(t.user_attrs["fused_group"].startswith(t.user_attrs["run_id"]) for t in trials)
         assert max(Counter(t.user_attrs["fused_group"] for t in trials).values()) >= 2
     else:
+        # what ran is recorded: on a CPU no step replays a CUDA graph, and none failed to capture
+        assert all(t.user_attrs.get("cuda_graph") is (False if engine == "graph" else None) for t in trials)
+        assert not any("graph_fallback" in t.user_attrs for t in trials)
         key = lambda t: (t.params["batch_size"], t.params["optimizer"])  # noqa: E731
         assert any(overlap(a, b) and key(a) != key(b) for a in trials for b in trials if a.number < b.number), \
             "no two trials of different batch size or optimizer trained at the same time"

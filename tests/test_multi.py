@@ -4,6 +4,8 @@ and precision a device trains in, however members join and leave."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -94,21 +96,25 @@ def test_auto_keeps_the_fastest_engine_only_where_it_beats_plain_and_caches_it(f
     import json
 
     from model import auto_engine
+    from model.engine_speed import Speed
 
     monkeypatch.setenv("SWEEP_CACHE", str(tmp_path))
-    probe = TrainConfig(width=0.0625, batch_size=16)
-    speeds = {"plain": 100.0, "multi:2": 150.0, "multi:4": 240.0, "multi:8": 230.0, "fused:4": 180.0, "fused:16": 300.0}
+    probe = TrainConfig(width=0.0625, batch_size=16, epochs=4)
+    speeds = {"plain": 100.0, "graph:1": 105.0, "graph:2": 150.0, "graph:4": 200.0, "graph:8": 190.0,
+              "multi:2": 150.0, "multi:4": 240.0, "fused:4": 180.0, "fused:16": 300.0}
     measured = []
 
     def fake(engine, k, data, cfg, device):
         measured.append((engine, k))
         assert cfg == probe and len(data.x_train) == 4 * 16  # the probe's shape, on the worker's own images
-        return speeds[engine if engine == "plain" else f"{engine}:{k}"]
+        return Speed(speeds[engine if engine == "plain" else f"{engine}:{k}"], 0.0, 2)
 
     monkeypatch.setattr(auto_engine, "_measure", fake)
     choice = auto_engine.choose_engine(faces, probe, "cpu", fusable=False, steps=4)
     assert (choice["engine"], choice["k"], choice["cached"]) == ("multi", 4, False)  # fused not tried: not fusable
-    assert not any(e == "fused" for e, _ in measured) and len(measured) == 4 * auto_engine.AUTO_ROUNDS
+    assert not any(e == "fused" for e, _ in measured) and len(measured) == 7 * auto_engine.AUTO_ROUNDS
+    # the rounds alternate: every candidate once before any twice
+    assert measured[:7] == measured[7:14] and len(set(measured[:7])) == 7
     assert choice["figures"]["multi:4"] == 240.0
     assert auto_engine.choose_engine(faces, probe, "cpu", fusable=True, steps=4)["engine"] == "fused"  # other key
     measured.clear()
@@ -116,8 +122,52 @@ def test_auto_keeps_the_fastest_engine_only_where_it_beats_plain_and_caches_it(f
     assert (again["engine"], again["k"], again["cached"]) == ("multi", 4, True) and not measured
     assert len(json.loads((tmp_path / "engines.json").read_text())) == 2
 
-    speeds.update({"multi:2": 105.0, "multi:4": 109.0, "multi:8": 0.0})  # under the margin, or out of memory
+    speeds.update({"graph:2": 100.0, "graph:4": 100.0, "graph:8": 0.0, "multi:2": 105.0, "multi:4": 109.0})
     assert auto_engine.choose_engine(faces, probe, "cpu", fusable=False, steps=4, use_cache=False)["engine"] == "plain"
+
+
+def test_auto_takes_the_median_round_and_charges_each_trials_join(faces, tmp_path, monkeypatch):
+    from model import auto_engine
+    from model.engine_speed import Speed, effective
+
+    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path))
+    probe = TrainConfig(width=0.0625, batch_size=16, epochs=2)
+    lucky = itertools.cycle([100.0, 900.0, 100.0])  # one lucky round of graph:1 does not win
+    join = {"graph": 60.0}  # seconds each trial costs to join (a capture that slow): not worth it
+
+    def fake(engine, k, data, cfg, device):
+        if (engine, k) == ("graph", 1):
+            return Speed(next(lucky), 0.0, 2)
+        if engine == "graph":
+            return Speed(400.0, join["graph"], 2)
+        return Speed(100.0, 0.0, 2)
+
+    monkeypatch.setattr(auto_engine, "_measure", fake)
+    choice = auto_engine.choose_engine(faces, probe, "cpu", fusable=False, steps=4, use_cache=False)
+    assert choice["engine"] == "plain" and choice["figures"]["graph:1"] == 100.0
+    trial_images = 2 * len(faces.x_train)
+    assert choice["figures"]["graph:4"] == round(effective(Speed(400.0, 60.0, 2), 4, trial_images), 1) < 110
+    join["graph"] = 0.0
+    assert auto_engine.choose_engine(faces, probe, "cpu", fusable=False, steps=4, use_cache=False)["engine"] == "graph"
+
+
+def test_a_bad_cache_entry_is_measured_again_and_replaced(faces, tmp_path, monkeypatch):
+    import json
+
+    from model import auto_engine
+    from model.device import device_name, resolve_device
+    from model.engine_speed import Speed
+
+    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path))
+    probe = TrainConfig(width=0.0625, batch_size=16, epochs=1)
+    key = auto_engine.cache_key(device_name(resolve_device("cpu")), torch.__version__, probe, False)
+    monkeypatch.setattr(auto_engine, "_measure", lambda e, k, *a: Speed(200.0 if e == "graph" and k == 2 else 100.0, 0, 2))
+    for bad in ({"engine": "warp", "k": 4}, {"engine": "multi", "k": 0}, {"engine": "multi", "k": "4"}, ["multi"]):
+        (tmp_path / "engines.json").write_text(json.dumps({key: bad, "other": {"engine": "multi", "k": 2}}))
+        choice = auto_engine.choose_engine(faces, probe, "cpu", fusable=False, steps=4)
+        assert (choice["engine"], choice["k"], choice["cached"]) == ("graph", 2, False)
+        stored = json.loads((tmp_path / "engines.json").read_text())
+        assert stored[key]["engine"] == "graph" and stored["other"] == {"engine": "multi", "k": 2}
 
 
 def test_auto_measures_for_real_at_a_tiny_width(faces, tmp_path, monkeypatch):
@@ -125,8 +175,10 @@ def test_auto_measures_for_real_at_a_tiny_width(faces, tmp_path, monkeypatch):
 
     monkeypatch.setenv("SWEEP_CACHE", str(tmp_path))
     monkeypatch.setattr(auto_engine, "AUTO_ROUNDS", 1)
+    monkeypatch.setattr(auto_engine, "AUTO_WINDOW_S", 0.0)  # two epochs a candidate: the figures are not the point
     choice = auto_engine.choose_engine(faces, TrainConfig(width=0.0625, batch_size=16), "cpu", fusable=True, steps=2)
-    assert set(choice["figures"]) == {"plain", "multi:2", "multi:4", "multi:8", "fused:4", "fused:16"}
+    assert set(choice["figures"]) == {"plain", "graph:1", "graph:2", "graph:4", "graph:8", "multi:2", "multi:4",
+                                      "fused:4", "fused:16"}
     assert all(v > 0 for v in choice["figures"].values())
     fastest = max(choice["figures"], key=choice["figures"].get)
     assert choice["engine"] == "plain" or f"{choice['engine']}:{choice['k']}" == fastest

@@ -104,10 +104,10 @@ def test_bench_packs_k_trials_on_one_device():
     assert bad.exit_code == 2 and "at least 1" in bad.output
 
 
-@pytest.mark.parametrize("engine, option", [("fused", "--fuse"), ("multi", "--multi")])
+@pytest.mark.parametrize("engine, option", [("fused", "--fuse"), ("multi", "--multi"), ("graph", "--graph")])
 def test_bench_compares_k_trials_in_one_process_with_one_plain_trial(engine, option):
     r = CliRunner().invoke(app, ["bench", option, "1,3", "--steps", "2", "--batch-size", "16", "--width", "0.0625",
-                                 "--repeats", "1", "--json"])
+                                 "--repeats", "1", "--window", "0", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["engine"] == engine and [row["k"] for row in out["rows"]] == [0, 1, 3]  # 0: the plain baseline
@@ -115,7 +115,8 @@ def test_bench_compares_k_trials_in_one_process_with_one_plain_trial(engine, opt
     for row in out["rows"]:
         assert row["aggregate_images_per_s"] > 0 and len(row["repeats"]) == 1
         assert row["speedup"] == pytest.approx(row["aggregate_images_per_s"] / out["rows"][0]["aggregate_images_per_s"])
-    both = CliRunner().invoke(app, ["bench", "--fuse", "2", "--multi", "2"])
+        assert row["join_s"] >= 0
+    both = CliRunner().invoke(app, ["bench", "--fuse", "2", "--graph", "2"])
     assert both.exit_code == 2 and "give one" in both.output
 
 

@@ -27,6 +27,9 @@ class Messages:
             if w.engine == "auto" and len(msg) > 3:
                 self._auto_chosen(w, *msg[3:6])
             return
+        if kind == "note":  # a worker's one line for the user (a trial that trains eagerly, say)
+            print(f"sweep: {msg[2]}", file=sys.stderr)
+            return
         r = w.running.get(msg[1]) if kind != "oom" or msg[1] is not None else None
         self.replied = False
         try:
