@@ -6,22 +6,26 @@
 #
 #   benchmarks/gpu.sh [speed|engines|paper|beyond|all]
 #     speed (default): every plain speed figure and the accuracy parity check (5-8 min on an H100)
-#     engines: the engines in one call ending after END seconds (default 470: under 8 minutes on an
-#           H200), each step stopped by `timeout` in time for the next:
+#     engines: every engine against plain eager, in one call ending after END seconds (default 470:
+#           under 8 minutes), each step stopped by `timeout` in time for the next:
 #           - the machine, and a check that sweep and optuna import
-#           - benchmarks.profile (where a step's time goes; -> $OUT/profile.json)       <= 80 s
-#           - sweep bench --fuse 1,4,16,32, then --multi 1,2,4,8, each against one plain
-#             trial in the same run (BENCH_STEPS=30 steps, BENCH_REPEATS=2)           <= 75 s each
-#           - the `default` study, 50 trials with --engine $ENGINE (default multi:4) on FER2013,
-#             no new trial after DEFAULT_S seconds (default 100), stopped 60 s later, and never
-#             into the last 170 s -> $OUT/default.db, then `sweep studies`, `sweep export --top 5`
-#           - a `beyond` search (stratified split) with the same engine until 20 s before the end
-#             (about 140 s at least), no new trial after half of it (or BEYOND_S) -> $OUT/beyond.db,
-#             then `sweep studies`, `sweep export --per-class --top 5`
+#           - benchmarks.profile: where a step's time goes, device busy counted from the device's
+#             own events (-> $OUT/profile.json)                                          <= 70 s
+#           - benchmarks.engines speed: plain eager, plain --compile on and cudagraphs, graph at
+#             K = 1, 2, 4, 8, 16, multi:4, fused:16, each the median of ROUNDS alternating
+#             rounds of >= WINDOW s (-> $OUT/speed.json)                                 <= 170 s
+#           - where `nvidia-cuda-mps-control -d` starts: sweep bench --pack 1,4 under MPS, then
+#             MPS stopped (-> $OUT/mps.json)                                             <= 50 s
+#           - `--engine auto`'s choice for the default study on FER2013, measured and cached
+#             (-> $OUT/auto.json)                                                        <= 70 s
+#           - the `default` study on FER2013 for STUDY_S seconds with --engine plain, then for as
+#             long with --engine auto (its cached choice), each stopped by Ctrl-C
+#             (-> $OUT/plain.db, $OUT/auto.db)
+#           - benchmarks.engines table: one markdown table of all of it, for docs/benchmarks.md
 #           FER2013 is unpacked and parsed meanwhile. It passes no --device to the sweep command
 #           when DEVICE is cuda (auto picks CUDA), so it does not depend on that option's spelling.
 #           SMOKE=1 runs the same steps at a toy scale on a CPU (DEVICE=cpu): a 1/16-width network,
-#           1 epoch, 4 trials a study, 350 synthetic faces packed as FER2013 is (tests/test_gpu_script.py).
+#           1-epoch trials, 350 synthetic faces packed as FER2013 is (tests/test_gpu_script.py).
 #     all: in one call ending after END seconds (default 540): the bench, the paper's 200 epochs
 #          (about 3.5 minutes on an H200), then a plain `beyond` search until the end (POOL="--per-gpu 2"
 #          to pack). SKIP="bench paper" leaves steps out.
@@ -34,9 +38,9 @@
 set -uo pipefail
 mode=${1:-speed}
 if [ "${SMOKE:-0}" = 1 ]; then  # the engines mode's steps at a toy scale, for a CPU (tests/test_gpu_script.py)
-  : "${DEVICE:=cpu}" "${WIDTH:=0.0625}" "${EPOCHS:=1,1}" "${PROFILE_STEPS:=2}" "${PROFILE_CASES:=multi:16:2}"
-  : "${BENCH_STEPS:=2}" "${BENCH_REPEATS:=1}" "${BENCH_BATCH:=16}" "${FUSE_LIST:=2}" "${MULTI_LIST:=2}"
-  : "${DEFAULT_TRIALS:=4}" "${DEFAULT_S:=60}" "${BEYOND_TRIALS:=4}" "${BEYOND_S:=60}" "${WHEELS:=}" "${SYNTHETIC:=350}"
+  : "${DEVICE:=cpu}" "${WIDTH:=0.0625}" "${EPOCHS:=1,1}" "${PROFILE_STEPS:=2}" "${PROFILE_CASES:=graph:16:2}"
+  : "${BENCH_STEPS:=2}" "${BENCH_BATCH:=16}" "${ROUNDS:=1}" "${WINDOW:=0}" "${STUDY_S:=12}"
+  : "${WHEELS:=}" "${SYNTHETIC:=350}"
 fi
 out=${OUT:-gpu-out}
 dev=${DEVICE:-cuda}
@@ -112,18 +116,15 @@ fer2013() {  # the FER2013 file to use: $DATA, unpacked from .gpu/, or data/
 if [ "$mode" = engines ]; then
   end=${END:-470}
   left() { echo $((end - SECONDS)); }
-  engine=${ENGINE:-multi:4}
   scratch=$(mktemp -d)
-  trap 'rm -rf "$scratch"' EXIT
+  trap 'rm -rf "$scratch"; echo quit | nvidia-cuda-mps-control >/dev/null 2>&1' EXIT
   # `sweep run --device cuda` and `--device auto` mean the same on a CUDA machine: leave the option
   # out there, so that the run does not depend on how the installed typer spells it.
   devopt=()
   case $dev in cuda|auto) ;; *) devopt=(--device "$dev") ;; esac
-  study_file() {  # study_file NAME SPLIT: a shipped study on SPLIT, with WIDTH and EPOCHS=LOW,HIGH if given
-    local edits=(-e "s/^split = \"official\"/split = \"$2\"/")
-    [ -n "${WIDTH:-}" ] && edits+=(-e "s/^width = 1.0$/width = $WIDTH/")
-    [ -n "${EPOCHS:-}" ] && edits+=(-e "s/^epochs = {.*/epochs = { low = ${EPOCHS%,*}, high = ${EPOCHS#*,} }/"
-                                    -e "s/^epochs = [0-9][0-9]*/epochs = ${EPOCHS%,*}/")
+  study_file() {  # study_file NAME: a shipped study, with WIDTH and EPOCHS=LOW,HIGH if given
+    local edits=(-e "s/^width = 1.0$/width = ${WIDTH:-1.0}/")
+    [ -n "${EPOCHS:-}" ] && edits+=(-e "s/^epochs = {.*/epochs = { low = ${EPOCHS%,*}, high = ${EPOCHS#*,} }/")
     sed "${edits[@]}" "studies/$1.toml" > "$scratch/$1.toml"
     echo "$scratch/$1.toml"
   }
@@ -133,44 +134,43 @@ if [ "$mode" = engines ]; then
     fer_xz=$scratch/fer2013.xz unpacked=$scratch/fer2013.csv
     step synthetic "$python" -m benchmarks.fer_pack synthetic "$SYNTHETIC" "$fer_xz"
   fi
-  # FER2013 unpacked and parsed into sweep's cache while the profile and the benches have the GPU.
+  # FER2013 unpacked and parsed into sweep's cache while the profile and the speed table have the GPU.
   ( d=$(fer2013) && [ -n "$d" ] &&
     timeout -s TERM -k 15 240 "$python" -c "import sys; from data import read_source; s = read_source(sys.argv[1]); print(sys.argv[1], s.format, s.images.shape)" "$d" &&
     echo "$d" > "$scratch/data" ) > "$out/unpack.log" 2>&1 &
   unpacking=$!
-  step profile timeout -s TERM -k 15 80 "$python" -m benchmarks.profile --device "$dev" --width "${WIDTH:-1.0}" \
+  step profile timeout -s TERM -k 15 70 "$python" -m benchmarks.profile --device "$dev" --width "${WIDTH:-1.0}" \
     --steps "${PROFILE_STEPS:-20}" ${PROFILE_CASES:+--cases "$PROFILE_CASES"} --json "$out/profile.json"
-  bench=(--width "${WIDTH:-1.0}" --batch-size "${BENCH_BATCH:-128}" --steps "${BENCH_STEPS:-30}" --repeats "${BENCH_REPEATS:-2}")
-  step bench_fuse timeout -s TERM -k 15 75 "$python" -m sweep bench "${devopt[@]}" "${bench[@]}" --fuse "${FUSE_LIST:-1,4,16,32}"
-  step bench_multi timeout -s TERM -k 15 75 "$python" -m sweep bench "${devopt[@]}" "${bench[@]}" --multi "${MULTI_LIST:-1,2,4,8}"
+  step speed timeout -s TERM -k 15 170 "$python" -m benchmarks.engines speed --device "$dev" --width "${WIDTH:-1.0}" \
+    --batch-size "${BENCH_BATCH:-128}" --steps "${BENCH_STEPS:-16}" --rounds "${ROUNDS:-2}" --window "${WINDOW:-1}" \
+    --json "$out/speed.json"
+  if command -v nvidia-cuda-mps-control >/dev/null 2>&1 && nvidia-cuda-mps-control -d 2>>"$out/gpu.log"; then
+    step mps timeout -s TERM -k 15 50 bash -c "\"$python\" -m sweep bench ${devopt[*]} --width ${WIDTH:-1.0} --batch-size ${BENCH_BATCH:-128} --steps ${BENCH_STEPS:-16} --pack 1,4 --json > \"$out/mps.json\""
+    echo quit | nvidia-cuda-mps-control
+  else
+    echo "=== mps: nvidia-cuda-mps-control could not start here: left out" | tee -a "$out/gpu.log"
+  fi
   while kill -0 $unpacking 2>/dev/null && [ "$(left)" -gt 200 ]; do sleep 1; done  # bounded: the studies need the time
   kill -0 $unpacking 2>/dev/null && { pkill -TERM -P $unpacking; kill $unpacking; echo "FER2013 not ready in time: the studies are left out" >> "$out/unpack.log"; }
   wait $unpacking; cat "$out/unpack.log" >> "$out/gpu.log"
   data=$(cat "$scratch/data" 2>/dev/null)
   if [ -z "$data" ]; then
     echo "=== no FER2013 (\$DATA, $fer_xz or data/): the studies are left out" | tee -a "$out/gpu.log"
-    exit 0
+  else
+    default=$(study_file default)
+    step auto timeout -s TERM -k 15 70 "$python" -m benchmarks.engines auto --study "$default" --data "$data" \
+      --json "$out/auto.json"
+    # The same wall time for each: what is left less 25 s for the table, split in two, at most STUDY_S.
+    study_s=$(( ($(left) - 25) / 2 ))
+    [ "$study_s" -gt "${STUDY_S:-120}" ] && study_s=${STUDY_S:-120}
+    echo "$study_s" > "$out/study_s"
+    for engine in plain auto; do
+      # Ctrl-C after study_s: what finished counts, what was training is failed, the rest goes back to waiting
+      step "study_$engine" timeout -s INT -k 20 "$study_s" "$python" -m sweep run --study "$default" --trials 1000 \
+        --engine "$engine" "${devopt[@]}" --data "$data" --storage "sqlite:///$out/$engine.db" --keep-top 0
+    done
   fi
-  # The default study: no new trial after DEFAULT_S seconds, then 60 s for the running ones to end,
-  # never into the 170 s kept for the beyond search and the exports.
-  default_s=${DEFAULT_S:-100}
-  stop=$(( default_s + 60 < $(left) - 170 ? default_s + 60 : $(left) - 170 ))
-  step default timeout -s TERM -k 15 $(( stop > 10 ? stop : 10 )) "$python" -m sweep run --study "$(study_file default official)" \
-    --trials "${DEFAULT_TRIALS:-50}" --engine "$engine" "${devopt[@]}" --data "$data" --timeout "$default_s" \
-    --storage "sqlite:///$out/default.db" --keep-top 0
-  step default_studies sweep studies --storage "sqlite:///$out/default.db"
-  step default_export sweep export --storage "sqlite:///$out/default.db" --format md --top 5
-  # The beyond search: what is left, less 20 s for its exports; no new trial after half of it.
-  stop=$(( $(left) - 20 ))
-  if [ "$stop" -lt 30 ]; then
-    echo "=== beyond: left out, ${stop} s left" | tee -a "$out/gpu.log"
-    exit 0
-  fi
-  step beyond timeout -s TERM -k 15 "$stop" "$python" -m sweep run --study "$(study_file beyond stratified)" \
-    --trials "${BEYOND_TRIALS:-100}" --engine "$engine" "${devopt[@]}" --data "$data" --timeout "${BEYOND_S:-$((stop / 2))}" \
-    --storage "sqlite:///$out/beyond.db" --keep-top 0
-  step beyond_studies sweep studies --storage "sqlite:///$out/beyond.db"
-  step beyond_export sweep export --storage "sqlite:///$out/beyond.db" --format md --per-class --top 5
+  step table "$python" -m benchmarks.engines table "$out"
   exit 0
 fi
 step machine bash -c "$machine"

@@ -2,14 +2,16 @@
 
     python -m benchmarks.profile [--device auto] [--width 1.0] [--steps 20] [--json FILE]
 
-For each case (a plain trial at batch 32 and 128, 16 trials fused, 4 trials side by side) it
-trains one untimed epoch of `--steps` steps, then one timed epoch (no profiler: the figure), then
-one profiled epoch, and prints:
+For each case (a plain trial at batch 32 and 128, one and four graphed trials, 16 trials fused,
+4 trials side by side) it trains one untimed epoch of `--steps` steps, then one timed epoch (no
+profiler: the figure), then one profiled epoch, and prints:
 
 - images/s of the timed epoch, against the plain batch-128 trial measured in the same run;
-- device busy: the kernels' summed time over the timed epoch's wall time. Far below 1, the device
-  waits for the host to launch work (launch-bound: CUDA graphs and fewer, larger kernels pay);
-  near 1, the kernels themselves are the cost (faster kernels, layouts and precisions pay);
+- device busy: the kernels' summed time (in the profiled epoch) over the timed epoch's wall time, counting the device's
+  own events only (a CPU operator carries its kernels' time too: summing both counted every
+  kernel twice). Far below 1, the device waits for the host to launch work (launch-bound: CUDA
+  graphs and fewer, larger kernels pay); near 1, the kernels themselves are the cost (faster
+  kernels, layouts and precisions pay). Kernels of different streams that overlap can sum past 1;
 - the top operators by device time (CUDA) or by CPU time (a CPU run, where host and device are one).
 
 On CUDA it also times the plain batch-128 trial with cuDNN's autotuner (`cudnn.benchmark`) on,
@@ -26,13 +28,12 @@ import torch
 
 from data import equalize
 from model import TrainConfig, resolve_device
-from model.fused_train import FusedTrainer
-from model.multi_train import MultiTrainer
-from model.trial_run import DeviceData, TrialRun
+from model.engine_speed import Engine
 from sweep.bench import bench_data, bench_dataset
 
 # (engine, batch size, trials at once)
-CASES = [("plain", 32, 1), ("plain", 128, 1), ("fused", 128, 16), ("multi", 128, 4)]
+CASES = [("plain", 32, 1), ("plain", 128, 1), ("graph", 128, 1), ("graph", 128, 4), ("fused", 128, 16),
+         ("multi", 128, 4)]
 TOP = 12  # operators listed per case
 
 
@@ -41,39 +42,30 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _epoch_runner(engine: str, ds, dev: torch.device, batch: int, k: int, width: float):
-    """A function training one more epoch of the case, and the images one epoch trains in all."""
-    configs = [TrainConfig(epochs=1000, batch_size=batch, lr=0.01 * 0.8 ** i, optimizer="sgd", momentum=0.9,
-                           width=width, seed=i) for i in range(k)]
-    if engine == "plain":
-        run = TrialRun(DeviceData.of(ds, dev), configs[0], dev)
+def device_events(events) -> list:
+    """The device's own events (kernels, memory copies): a CPU operator's `self_device_time_total`
+    is its kernels' time, which the kernels' own events carry again."""
+    from torch.autograd import DeviceType
 
-        def epoch() -> None:
-            run.begin_epoch()
-            for step in range(run.n_steps):
-                run.step()
-            run.end_epoch()
-        return epoch, run.n_steps * batch
-    if engine == "fused":
-        trainer = FusedTrainer(ds, batch_size=batch, width=width, optimizer="sgd", device=str(dev))
-        for i, cfg in enumerate(configs):
-            trainer.add(i, cfg)
-        return trainer.run_epoch, (len(ds.x_train) // batch) * batch * k
-    trainer = MultiTrainer(ds, device=str(dev))
-    for i, cfg in enumerate(configs):
-        trainer.add(i, cfg)
-    return trainer.advance, (len(ds.x_train) // batch) * batch * k
+    return [e for e in events if getattr(e, "device_type", DeviceType.CPU) != DeviceType.CPU]
 
 
 def _device_us(e) -> float:
     return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)))
 
 
+def device_busy_s(events) -> float:
+    """Seconds of device work in a profile: its device events' own time, each counted once."""
+    return sum(_device_us(e) for e in device_events(events)) / 1e6
+
+
 def profile_case(engine: str, batch: int, k: int, dev: torch.device, steps: int, width: float) -> dict:
     raw, labels, name = bench_data(None, steps * batch)
     ds = bench_dataset(equalize(raw), labels, name)
-    epoch, images = _epoch_runner(engine, ds, dev, batch, k, width)
-    epoch()  # warm-up: library start-up, allocator, autotuning
+    runner = Engine(engine, k, ds, TrainConfig(batch_size=batch, lr=0.01, optimizer="sgd", momentum=0.9, width=width),
+                    str(dev), "off")
+    epoch, images = runner.epoch, runner.images_per_epoch()
+    epoch()  # warm-up: library start-up, allocator, autotuning, graph capture
     _sync(dev)
     t0 = time.perf_counter()
     epoch()
@@ -85,9 +77,13 @@ def profile_case(engine: str, batch: int, k: int, dev: torch.device, steps: int,
     with torch.profiler.profile(activities=activities) as prof:
         epoch()
         _sync(dev)
+    runner.close()
     events = prof.key_averages()
     on_device = dev.type == "cuda"
-    cost = _device_us if on_device else (lambda e: float(e.self_cpu_time_total))
+    if on_device:
+        events, cost = device_events(events), _device_us
+    else:
+        cost = lambda e: float(e.self_cpu_time_total)  # noqa: E731 - host and device are one
     total_us = sum(cost(e) for e in events)
     top = sorted(events, key=cost, reverse=True)[:TOP]
     return {
@@ -95,7 +91,7 @@ def profile_case(engine: str, batch: int, k: int, dev: torch.device, steps: int,
         "engine": engine, "batch_size": batch, "k": k, "steps": steps,
         "images_per_s": images / wall_s,
         "step_ms": 1000 * wall_s / steps,
-        "device_busy": (sum(_device_us(e) for e in events) / 1e6) / wall_s if on_device else None,
+        "device_busy": device_busy_s(events) / wall_s if on_device else None,
         "top": [{"op": e.key, "ms": cost(e) / 1000, "share": cost(e) / total_us if total_us else 0.0,
                  "calls": e.count} for e in top],
     }
@@ -105,11 +101,13 @@ def cudnn_autotune(dev: torch.device, steps: int, width: float) -> dict | None:
     """images/s of the plain batch-128 trial with cudnn.benchmark off and on, in one run."""
     if dev.type != "cuda":
         return None
+    from model import device as device_module
+
     out = {}
     for flag in (False, True, False, True):  # alternated: the second pair checks the first
-        torch.backends.cudnn.benchmark = flag
+        device_module.AUTOTUNE = flag  # what the trainers set cudnn.benchmark to
         out.setdefault(flag, []).append(profile_case("plain", 128, 1, dev, steps, width)["images_per_s"])
-    torch.backends.cudnn.benchmark = False
+    device_module.AUTOTUNE = True
     return {"off": max(out[False]), "on": max(out[True]), "ratio": max(out[True]) / max(out[False])}
 
 

@@ -66,10 +66,13 @@ def device_name(device: torch.device) -> str:
     return device.type
 
 
+AUTOTUNE = True  # benchmarks.profile turns it off to measure what the autotuner is worth
+
+
 def autotune(device: torch.device) -> None:
     """On CUDA, let cuDNN time its algorithms for each convolution shape once and keep the fastest:
     a trial's steps all have the same shapes (the ragged last batch is dropped), so the search is
     paid once per shape and process. A choice by timing can differ between processes: CUDA results
     agree to float rounding across runs, not to the bit."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = AUTOTUNE

@@ -55,7 +55,7 @@ def effective(speed: Speed, k: int, trial_images: float) -> float:
     return k * trial_images / per_slot_s
 
 
-class _Engine:
+class Engine:
     """K trials of one engine, an epoch at a time, a member replaceable by a fresh trial."""
 
     def __init__(self, engine: str, k: int, data: Dataset, probe: TrainConfig, device: str, compile: str):
@@ -151,7 +151,7 @@ def measure(engine: str, k: int, data: Dataset, probe: TrainConfig, device: str,
 
     runner = None
     try:
-        runner = _Engine(engine, k, data, probe, device, compile)
+        runner = Engine(engine, k, data, probe, device, compile)
         runner.epoch()  # untimed: set-up, autotuning, capture
         spent, epochs = 0.0, 0
         while spent < window_s or epochs < 2:

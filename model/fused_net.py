@@ -109,6 +109,18 @@ class FusedFERNet(nn.Module):
         return self
 
     @classmethod
+    def on_device(cls, k: int, width: float, device: torch.device, dtype: torch.dtype = torch.float32) -> "FusedFERNet":
+        """An uninitialised fused network made straight on `device` (nothing on the host, no random
+        draws): for `load_stacked` to fill."""
+        with torch.device("meta"):
+            fused = cls(k, width).to(dtype)
+        fused = fused.to_empty(device=device)
+        for m in fused.features:
+            if isinstance(m, nn.BatchNorm2d):
+                m.num_batches_tracked.zero_()
+        return fused
+
+    @classmethod
     def from_members(cls, members: list[FERNet]) -> "FusedFERNet":
         fused = cls(len(members), _width_of(members[0]))
         states = [m.state_dict() for m in members]
@@ -120,10 +132,10 @@ class FusedFERNet(nn.Module):
     def member(self, i: int, batches_tracked: int = 0) -> FERNet:
         """Member i as a plain FERNet (a copy), for evaluation, saving and prediction;
         `batches_tracked`: the member's own training steps, for BatchNorm's counters."""
-        device = next(self.parameters()).device
+        first = next(self.parameters())
         with torch.device("meta"):
             plain = FERNet(self.width)
-        plain = plain.to_empty(device=device)
+        plain = plain.to_empty(device=first.device).to(first.dtype)
         state = {name: t[i].clone() for name, t in self.stacked_state().items()}
         for name, t in plain.state_dict().items():
             if name not in state:  # BatchNorm's num_batches_tracked

@@ -40,8 +40,8 @@ class FusedOptimizer:
         self.kind, self.params, self.k, self.hyper = kind, named_params, k, hyper
         self.state = state if state is not None else {
             name: {s: by_member(torch.zeros_like(p), k) for s in STATE[kind]} for name, p in named_params.items()}
-        dev = next(iter(named_params.values())).device
-        self.steps = steps if steps is not None else torch.zeros(k, 1, device=dev)  # Adam's bias correction
+        first = next(iter(named_params.values()))
+        self.steps = steps if steps is not None else torch.zeros(k, 1, device=first.device, dtype=first.dtype)  # Adam's bias correction
 
     @property
     def hyper(self) -> dict[str, torch.Tensor]:
@@ -109,6 +109,14 @@ class FusedOptimizer:
                 w.addcmul_(buf, lr, value=-1)
 
     # ---- members in and out
+
+    @torch.no_grad()
+    def reset_member(self, i: int) -> None:
+        """Slot i's state as a new member's: zero (a member that joined into a leaver's slot)."""
+        for st in self.state.values():
+            for t in st.values():
+                t[i].zero_()
+        self.steps[i].zero_()
 
     def regroup(self, keep: list[int], new: int, named_params: dict[str, torch.nn.Parameter]) -> "FusedOptimizer":
         """The optimizer for a regrouped network: the state of members `keep` (in that order)

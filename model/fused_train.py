@@ -29,7 +29,7 @@ from data import Dataset, N_CLASSES, apply_augment, augment_draws, to_float
 
 from .config import FUSE_KEYS, TrainConfig
 from .device import autotune, device_name, resolve_device, use_bf16
-from .fused_net import FusedFERNet
+from .fused_net import FusedFERNet, plain_shapes
 from .fused_optim import FusedOptimizer
 from .net import FERNet, count_params
 from .training import TrainResult, check_compile, evaluate, make_lr_schedule, use_channels_last
@@ -50,7 +50,7 @@ class _Member:
     gen: torch.Generator  # data order and augmentation draws, seeded as the trial alone seeds its own
     lr_holder: torch.optim.Optimizer  # a stand-in optimizer that the member's lr scheduler steps
     scheduler: object | None
-    init: FERNet | None  # initial weights until the member's first epoch
+    init: dict[str, torch.Tensor] | None  # its initial weights, on the device, until its first epoch
     history: list[dict] = field(default_factory=list)
     train_s: float = 0.0  # the member's share of the group's training seconds
     images_seen: int = 0
@@ -66,13 +66,17 @@ class FusedTrainer:
     """A group of trials sharing `FUSE_KEYS`; `add` and `finish` take effect at the next epoch."""
 
     def __init__(self, data: Dataset, *, batch_size: int, width: float, optimizer: str, precision: str = "auto",
-                 device: str = "auto", channels_last: bool | None = None, compile: str = "off", seed: int = 0):
+                 device: str = "auto", channels_last: bool | None = None, compile: str = "off", seed: int = 0,
+                 dtype: torch.dtype = torch.float32):
+        """`dtype` float64 is for checking the algebra (tests), as `train` takes it."""
         self.key = (batch_size, width, optimizer, precision)
+        self.dtype = dtype
+        self.loss_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         self.dev = dev = resolve_device(device)
         check_compile(compile, dev)
         autotune(dev)
         self.compile = compile
-        self.bf16 = use_bf16(dev, precision)
+        self.bf16 = use_bf16(dev, precision) and dtype == torch.float32
         self.autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if self.bf16 \
             else contextlib.nullcontext
         self.memory_format = torch.channels_last if (channels_last if channels_last is not None
@@ -104,47 +108,60 @@ class FusedTrainer:
                              f"{fuse_key(cfg)}, the group's {self.key}")
         with torch.random.fork_rng(devices=[]):  # the member's initial weights, exactly as alone,
             torch.manual_seed(cfg.seed)          # without touching the group's random stream
-            init = FERNet(cfg.width)
+            init = FERNet(cfg.width)  # drawn on the host, as alone; on the device at once, one member at a time
+        shapes = plain_shapes(cfg.width)
+        init = {n: t.to(self.dev) for n, t in init.state_dict().items() if n in shapes}
         gen = torch.Generator(device=self.dev if self.dev.type == "cuda" else "cpu").manual_seed(cfg.seed)
         holder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
         self._joining.append(_Member(key, cfg, gen, holder, make_lr_schedule(cfg, holder), init))
 
     def _regroup(self) -> None:
+        """Members leave and join between epochs. A joiner takes a leaver's slot in place where the
+        group keeps its size (weights written into the slot, its optimizer state zeroed); a group
+        that grows or shrinks is rebuilt on the device. Nothing is built on the host."""
         if not self._joining and not self._leaving:
             return
         keep = [i for i, m in enumerate(self.members) if m.key not in self._leaving]
-        joining = [m.init.to(self.dev) for m in self._joining]
+        free = [i for i, m in enumerate(self.members) if m.key in self._leaving]
+        joining, self._joining, self._leaving = self._joining, [], set()
         k = len(keep) + len(joining)
-        members = [self.members[i] for i in keep] + self._joining
-        self._joining, self._leaving = [], set()
-        for m in members:
+        if k == 0:
+            self.members, self.net, self.opt = [], None, None
+            return
+        if self.net is not None and k == self.net.k:  # fixed slots: leavers' slots to joiners
+            members = list(self.members)
+            slots = self.net.stacked_state()
+            for i, m in zip(free, joining):
+                with torch.no_grad():
+                    for n, t in slots.items():
+                        t[i].copy_(m.init[n])
+                self.opt.reset_member(i)
+                members[i] = m
+        else:
+            members = [self.members[i] for i in keep] + joining
+            net = FusedFERNet.on_device(k, self.width, self.dev, self.dtype)
+            old = {}
+            if self.net is not None and keep:
+                idx = torch.tensor(keep, device=self.dev)
+                old = {n: t.index_select(0, idx) for n, t in self.net.stacked_state().items()}
+            net.load_stacked({n: torch.cat([*([old[n]] if n in old else []), *(m.init[n][None] for m in joining)])
+                              for n in net.stacked_state()})
+            self.net = net.to(memory_format=self.memory_format)
+            params = dict(self.net.named_parameters())
+            self.opt = self.opt.regroup(keep, len(joining), params) if self.opt is not None and keep else \
+                FusedOptimizer(self.optimizer, params, k, {})
+            self.step_model = self.net if self.compile == "off" else \
+                torch.compile(self.net, mode="reduce-overhead" if self.compile == "cudagraphs" else None)
+        for m in joining:
             m.init = None
         self.members = members
-        if k == 0:
-            self.net = self.opt = None
-            return
-        net = FusedFERNet(k, self.width).to(self.dev)
-        if self.net is not None and keep:
-            idx = torch.tensor(keep, device=self.dev)
-            old = {n: t.index_select(0, idx) for n, t in self.net.stacked_state().items()}
-        else:
-            old = {}
-        new = FusedFERNet.from_members(joining).stacked_state() if joining else {}
-        net.load_stacked({n: torch.cat([t for t in (old.get(n), new.get(n)) if t is not None])
-                          for n in net.stacked_state()})
-        self.net = net.to(memory_format=self.memory_format)
-        params = dict(self.net.named_parameters())
-        self.opt = self.opt.regroup(keep, len(joining), params) if self.opt is not None and keep else \
-            FusedOptimizer(self.optimizer, params, k, {})
-        col = lambda values: torch.tensor(values, dtype=torch.float32, device=self.dev)  # noqa: E731
+        col = lambda values: torch.tensor(values, dtype=self.dtype, device=self.dev)  # noqa: E731
         self.opt.hyper = {"lr": col([m.lr for m in members]),
                           "momentum": col([m.cfg.momentum for m in members]),
                           "nesterov": col([float(m.cfg.nesterov) for m in members]),
                           "weight_decay": col([m.cfg.weight_decay for m in members])}
         self.smoothing = col([m.cfg.label_smoothing for m in members])[:, None]
         self.augmenting = [m.cfg.augment for m in members]
-        self.step_model = self.net if self.compile == "off" else \
-            torch.compile(self.net, mode="reduce-overhead" if self.compile == "cudagraphs" else None)
 
     # ---- one epoch for the whole group
 
@@ -162,14 +179,14 @@ class FusedTrainer:
         n_steps = max(1, n // b)  # the ragged last batch is dropped, as the plain trainer does
         perm = torch.stack([torch.randperm(n, generator=m.gen, device=m.gen.device).to(self.dev)
                             for m in self.members])
-        loss_sum = torch.zeros(k, device=self.dev)
+        loss_sum = torch.zeros(k, dtype=self.loss_dtype, device=self.dev)
         correct = torch.zeros(k, dtype=torch.long, device=self.dev)
         still = torch.full((b,), CROP_PAD, dtype=torch.long, device=self.dev)  # an augmentation that changes nothing
         no_flip = torch.zeros(b, dtype=torch.bool, device=self.dev)
         for step in range(n_steps):
             idx = perm[:, step * b:(step + 1) * b]  # (k, b): each member's own batch
             y = self.y_train[idx]
-            x = self.x_train[idx].float().div_(255.0)  # (k, b, 48, 48) in [0, 1]
+            x = self.x_train[idx].float().div_(255.0).to(self.dtype)  # (k, b, 48, 48) in [0, 1]
             if any(self.augmenting):
                 rows = idx.shape[1]
                 draws = [augment_draws(rows, m.gen, CROP_PAD, device=self.dev) if aug
@@ -182,7 +199,7 @@ class FusedTrainer:
                 torch.compiler.cudagraph_mark_step_begin()
             with self.autocast():
                 logits = self.step_model(x)  # (k, b, 7)
-            logp = F.log_softmax(logits.float(), -1)
+            logp = F.log_softmax(logits.to(self.loss_dtype), -1)
             nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
             # cross-entropy with each member's label smoothing, as nn.CrossEntropyLoss computes it
             losses = ((1 - self.smoothing) * nll + self.smoothing * -logp.mean(-1)).mean(1)
@@ -212,7 +229,7 @@ class FusedTrainer:
                 m.lr_holder.step()  # a no-op (its one parameter has no gradient) that schedulers expect first
                 m.scheduler.step(accs[i]) if m.cfg.lr_schedule == "plateau" else m.scheduler.step()
             records[m.key] = record
-        self.opt.hyper["lr"] = torch.tensor([m.lr for m in self.members], dtype=torch.float32, device=self.dev)
+        self.opt.hyper["lr"] = torch.tensor([m.lr for m in self.members], dtype=self.dtype, device=self.dev)
         return records
 
     @torch.no_grad()
@@ -224,7 +241,7 @@ class FusedTrainer:
         offsets = torch.arange(k, device=self.dev)[:, None] * N_CLASSES * N_CLASSES
         step = max(64, EVAL_IMAGES // k)
         for i in range(0, len(x), step):
-            xb = to_float(x[i:i + step]).expand(-1, k, -1, -1).contiguous(memory_format=self.memory_format)
+            xb = to_float(x[i:i + step]).to(self.dtype).expand(-1, k, -1, -1).contiguous(memory_format=self.memory_format)
             with self.autocast():
                 pred = self.net(xb).float().argmax(-1)  # (k, images)
             confusion += torch.bincount((offsets + y[i:i + step] * N_CLASSES + pred).ravel(),
@@ -249,7 +266,8 @@ class FusedTrainer:
             history=history, val_acc=history[-1]["val_acc"], best_val_acc=max(r["val_acc"] for r in history),
             test_acc=test_acc, epochs_run=len(history), stop_reason=stop_reason, train_s=m.train_s,
             images_per_s=m.images_seen / m.train_s if m.train_s > 0 else 0.0, n_params=count_params(model),
-            device=self.dev.type, device_name=device_name(self.dev), precision="bf16" if self.bf16 else "fp32",
+            device=self.dev.type, device_name=device_name(self.dev),
+            precision="bf16" if self.bf16 else ("fp64" if self.dtype == torch.float64 else "fp32"),
             val_confusion=m.confusion.tolist(),
             test_confusion=test_confusion.tolist() if test_confusion is not None else None,
             model=model if keep_model else None,
@@ -271,7 +289,7 @@ def outcome(record: dict, cfg: TrainConfig, stop: bool) -> str | None:
 
 def train_fused(data: Dataset, configs: list[TrainConfig], *, device: str = "auto",
                 on_epoch: OnMemberEpoch | None = None, keep_model: bool = False, channels_last: bool | None = None,
-                compile: str = "off", seed: int | None = None) -> list[TrainResult]:
+                compile: str = "off", seed: int | None = None, dtype: torch.dtype = torch.float32) -> list[TrainResult]:
     """Train `configs` (equal in FUSE_KEYS) as one fused group; one TrainResult each, in order.
     `seed` seeds the group's random layers (default: the first config's seed)."""
     if not configs:
@@ -279,7 +297,7 @@ def train_fused(data: Dataset, configs: list[TrainConfig], *, device: str = "aut
     c = configs[0]
     trainer = FusedTrainer(data, batch_size=c.batch_size, width=c.width, optimizer=c.optimizer,
                            precision=c.precision, device=device, channels_last=channels_last, compile=compile,
-                           seed=c.seed if seed is None else seed)
+                           seed=c.seed if seed is None else seed, dtype=dtype)
     for i, cfg in enumerate(configs):
         trainer.add(i, cfg)
     results: dict[int, TrainResult] = {}

@@ -34,16 +34,17 @@ def check_compile(compile: str, dev: torch.device) -> None:
 
 def train(data: Dataset, config: TrainConfig | None = None, *, device: str = "auto",
           on_epoch: OnEpoch | None = None, keep_model: bool = False, channels_last: bool | None = None,
-          compile: str = "off", **hyp) -> TrainResult:
+          compile: str = "off", dtype: torch.dtype = torch.float32, **hyp) -> TrainResult:
     """Train the paper's network on `data` with `config` (or keyword hyperparameters).
 
     Engine options (no effect on the result beyond float rounding): `channels_last` (None: where
-    it measured faster) and `compile` (one of COMPILE_MODES).
+    it measured faster), `compile` (one of COMPILE_MODES) and `dtype` (float64 checks the algebra:
+    tests).
     """
     cfg = TrainConfig(**{**(config.to_dict() if config is not None else {}), **hyp})
     dev = resolve_device(device)
     check_compile(compile, dev)
-    run = TrialRun(DeviceData.of(data, dev), cfg, dev, channels_last=channels_last, compile=compile)
+    run = TrialRun(DeviceData.of(data, dev), cfg, dev, channels_last=channels_last, compile=compile, dtype=dtype)
     stop_reason = "completed"
     for epoch in range(1, cfg.epochs + 1):
         run.begin_epoch()

@@ -132,9 +132,7 @@ class Pool:
     def _spawn(self, index: int, device: str, gpu: int | None, capacity: int | None = None) -> Worker:
         from .worker import worker_main
 
-        env = dict(os.environ)  # given explicitly: the forkserver's own environment is old
-        if gpu is not None:  # the worker sees exactly its GPU (read when CUDA initialises, in the worker)
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        env = worker_env(os.environ, gpu)  # given explicitly: the forkserver's own environment is old
         parent, child = self.ctx.Pipe()
         auto = {**self.auto, "device": device} if self.engine == "auto" else None
         proc = self.ctx.Process(target=worker_main, args=(child, self.data_args, self.threads, env, self.compile,
@@ -167,6 +165,19 @@ class Pool:
                 w.proc.kill()
                 w.proc.join(5)
         stop_fork_server()
+
+
+def worker_env(environ, gpu: int | None) -> dict:
+    """A worker's environment: the coordinator's, where a GPU worker sees exactly its GPU (read when
+    CUDA initialises, in the worker). `gpu` is the coordinator's logical index, so it is mapped
+    through the coordinator's own CUDA_VISIBLE_DEVICES where one is set (a scheduler's `2,3`, GPU
+    UUIDs, MIG instances): logical GPU 1 under `2,3` is physical GPU 3."""
+    env = dict(environ)
+    if gpu is None:
+        return env
+    visible = [e.strip() for e in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]
+    env["CUDA_VISIBLE_DEVICES"] = visible[gpu] if gpu < len(visible) else str(gpu)
+    return env
 
 
 def parse_engine(engine: str) -> tuple[str, int]:

@@ -247,6 +247,7 @@ def test_worker_plan_on_gpus_and_cpus(monkeypatch):
     assert (engine, concurrent) == ("plain", 1)  # the default: one trial at a time
     assert plan_workers("cpu", 1, None, None, engine="fused:3")[3:] == ("fused", 3)
     assert plan_workers("cpu", 1, None, None, engine="multi")[3:] == ("multi", 4)
+    assert plan_workers("cpu", 1, None, None, engine="graph:8")[3:] == ("graph", 8)
     assert plan_workers("cpu", 1, None, None, engine="fused")[3:] == ("fused", 16)
     assert plan_workers("cpu", 1, None, None, engine="auto")[3:] == ("plain", 1)  # off CUDA auto is plain
     assert n == 2 and slots == [("cpu", None)] and threads == max(1, (os.cpu_count() or 1) // 2)
@@ -256,8 +257,9 @@ def test_worker_plan_on_gpus_and_cpus(monkeypatch):
     n, slots, _, _, _ = plan_workers("auto", None, None, None)
     assert plan_workers("auto", None, None, None, engine="auto")[3:] == ("auto", 256)  # each worker measures
     assert plan_workers("auto", None, None, None, compile="on", engine="auto")[3:] == ("plain", 1)
-    with pytest.raises(SweepError, match="do not go together"):
-        plan_workers("auto", None, None, None, compile="cudagraphs", engine="multi:2")
+    for compile, engine in (("cudagraphs", "multi:2"), ("cudagraphs", "graph"), ("on", "graph:2")):
+        with pytest.raises(SweepError, match="do not go together"):
+            plan_workers("auto", None, None, None, compile=compile, engine=engine)
     assert n == 4 and [g for _, g in slots] == [0, 1, 2, 3]  # one worker per GPU by default
     n, slots, _, _, _ = plan_workers("auto", None, [1, 3], 2)
     assert n == 4 and sorted(g for _, g in slots) == [1, 1, 3, 3]  # two trials packed on each
@@ -267,6 +269,21 @@ def test_worker_plan_on_gpus_and_cpus(monkeypatch):
     for bad in ("0", "fused:0", "multi:-2", "multi:many", "plain:2", "fused:257", "auto:4", "fast"):
         with pytest.raises(SweepError, match="--engine"):
             plan_workers("cpu", None, None, None, engine=bad)
+
+
+def test_a_gpu_worker_sees_its_gpu_through_the_coordinators_own_list():
+    """Under a scheduler's CUDA_VISIBLE_DEVICES (indices, UUIDs, MIG instances) the coordinator's
+    logical GPU i is the i-th entry of its list, not physical GPU i."""
+    from sweep.pool import worker_env
+
+    assert worker_env({"CUDA_VISIBLE_DEVICES": "2,3", "X": "1"}, 1) == {"CUDA_VISIBLE_DEVICES": "3", "X": "1"}
+    uuids = "GPU-8f3a2c1e-0000-0000-0000-000000000001, GPU-8f3a2c1e-0000-0000-0000-000000000002"
+    assert worker_env({"CUDA_VISIBLE_DEVICES": uuids}, 0)["CUDA_VISIBLE_DEVICES"] == uuids.split(", ")[0]
+    mig = "MIG-4b5c1d2e-aaaa-bbbb-cccc-000000000001,MIG-4b5c1d2e-aaaa-bbbb-cccc-000000000002"
+    assert worker_env({"CUDA_VISIBLE_DEVICES": mig}, 1)["CUDA_VISIBLE_DEVICES"] == mig.split(",")[1]
+    assert worker_env({}, 2)["CUDA_VISIBLE_DEVICES"] == "2"  # no list: logical is physical
+    assert "CUDA_VISIBLE_DEVICES" not in worker_env({}, None)  # a CPU worker: untouched
+    assert worker_env({"CUDA_VISIBLE_DEVICES": "5"}, None)["CUDA_VISIBLE_DEVICES"] == "5"
 
 
 def _group_members(pgid: int) -> list[int]:

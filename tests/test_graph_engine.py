@@ -161,3 +161,62 @@ def test_torch_compiles_cuda_graphs_are_refused_beside_other_trials_by_the_train
             MultiTrainer(faces, device="cpu", graphs=graphs, compile="cudagraphs")
     with pytest.raises(ValueError, match="cannot train trials side by side"):
         train_multi(faces, mixed()[:1], device="cpu", compile="cudagraphs")
+
+
+class _Conn:
+    """The coordinator's end of a worker's pipe, scripted: what the worker receives, in order."""
+
+    def __init__(self, incoming):
+        self.incoming, self.sent = list(incoming), []
+
+    def recv(self):
+        return self.incoming.pop(0)
+
+    def poll(self, timeout=0):
+        return False
+
+    def send(self, msg):
+        self.sent.append(msg)
+
+
+@pytest.mark.parametrize("loop", ["plain", "graph"])
+def test_out_of_memory_lets_go_of_the_trainer_before_giving_memory_back(monkeypatch, loop):
+    """The memory is given back (empty_cache) only once nothing refers to the failed trainer: not
+    from inside the except block, whose traceback still holds the trainer's frames."""
+    import gc
+    import weakref
+
+    import model
+    from model.trial_run import TrialRun
+    from sweep import worker
+
+    made, alive_at_release = [], []
+    original_init = TrialRun.__init__
+
+    def init(self, *a, **kw):
+        original_init(self, *a, **kw)
+        made.append(weakref.ref(self))
+
+    def oom_in_a_step(self):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    def release():
+        gc.collect()
+        alive_at_release.append(any(r() is not None for r in made))
+
+    monkeypatch.setattr(TrialRun, "__init__", init)
+    monkeypatch.setattr(TrialRun, "step", oom_in_a_step)
+    monkeypatch.setattr(worker, "_release_cuda", release)
+    data = load_dataset("synthetic", n_images=240, seed=5)
+    cfg = TrainConfig(width=0.0625, batch_size=16, epochs=1).to_dict()
+    if loop == "plain":
+        conn = _Conn([("train", 7, cfg, "cpu"), ("stop",)])
+        worker._plain_loop(conn, data, "off", worker._Faults({}))
+        assert conn.sent == [("oom", 7, "CUDA out of memory. Tried to allocate 1.00 GiB")]
+    else:
+        conn = _Conn([("train", 7, cfg, "cpu"), ("train", 8, cfg, "cpu"), ("stop",)])
+        monkeypatch.setattr(_Conn, "poll", lambda self, timeout=0: len(self.incoming) > 1)
+        worker._multi_loop(conn, data, "off", worker._Faults({}), graphs=True)
+        assert conn.sent == [("oom", None, "CUDA out of memory. Tried to allocate 1.00 GiB", [7, 8])]
+    assert made and alive_at_release == [False]
+    assert model.graphed.out_of_memory(torch.cuda.OutOfMemoryError("x"))

@@ -150,11 +150,28 @@ def test_profile_benchmark_runs_every_engine_on_a_cpu(tmp_path, capsys):
     from benchmarks.profile import main
 
     report = main(["--device", "cpu", "--width", "0.0625", "--steps", "2", "--cases",
-                   "plain:16:1,plain:32:1,fused:16:2,multi:16:2", "--json", str(tmp_path / "p.json")])
-    assert [c["engine"] for c in report["cases"]] == ["plain", "plain", "fused", "multi"]
+                   "plain:16:1,plain:32:1,fused:16:2,multi:16:2,graph:16:2", "--json", str(tmp_path / "p.json")])
+    assert [c["engine"] for c in report["cases"]] == ["plain", "plain", "fused", "multi", "graph"]
     for case in report["cases"]:
         assert case["images_per_s"] > 0 and case["device_busy"] is None  # one CPU: no device time
         assert case["top"] and abs(sum(t["share"] for t in case["top"])) <= 1.0001
         assert any("conv" in t["op"] or "mm" in t["op"] for t in case["top"])
     assert json.loads((tmp_path / "p.json").read_text())["cases"][2]["k"] == 2
     assert "| fused x2, batch 16 |" in capsys.readouterr().out
+
+
+def test_device_busy_counts_each_kernel_once():
+    """A profile lists a CPU operator with its kernels' time (self_device_time_total) and each kernel
+    again as a device event: busy time and the top list count the device's own events only."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    from benchmarks.profile import device_busy_s, device_events
+
+    events = [SimpleNamespace(key="aten::convolution", device_type=DeviceType.CPU, self_device_time_total=400.0),
+              SimpleNamespace(key="aten::mm", device_type=DeviceType.CPU, self_device_time_total=100.0),
+              SimpleNamespace(key="sm90_xmma_fprop_kernel", device_type=DeviceType.CUDA, self_device_time_total=400.0),
+              SimpleNamespace(key="ampere_sgemm", device_type=DeviceType.CUDA, self_device_time_total=100.0)]
+    assert [e.key for e in device_events(events)] == ["sm90_xmma_fprop_kernel", "ampere_sgemm"]
+    assert device_busy_s(events) == pytest.approx(500e-6)  # not 1000e-6
