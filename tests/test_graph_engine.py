@@ -220,3 +220,54 @@ def test_out_of_memory_lets_go_of_the_trainer_before_giving_memory_back(monkeypa
         assert conn.sent == [("oom", None, "CUDA out of memory. Tried to allocate 1.00 GiB", [7, 8])]
     assert made and alive_at_release == [False]
     assert model.graphed.out_of_memory(torch.cuda.OutOfMemoryError("x"))
+
+
+def test_a_worker_whose_cuda_context_is_poisoned_ends_for_a_fresh_one(monkeypatch, capsys):
+    """After a device-side assert or an illegal address every later CUDA call fails: the worker
+    ends (the coordinator fails and re-queues its trials and starts a fresh worker) instead of
+    failing every trial it is given from then on."""
+    from model.trial_run import TrialRun
+    from sweep import worker
+
+    def poisoned_step(self):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    class Ended(Exception):
+        pass
+
+    def exit_(code):
+        raise Ended(code)
+
+    monkeypatch.setattr(TrialRun, "step", poisoned_step)
+    monkeypatch.setattr(worker.os, "_exit", exit_)
+    data = load_dataset("synthetic", n_images=240, seed=5)
+    conn = _Conn([("train", 3, TrainConfig(width=0.0625, batch_size=16, epochs=1).to_dict(), "cpu"), ("stop",)])
+    with pytest.raises(Ended) as ended:
+        worker._multi_loop(conn, data, "off", worker._Faults({}), graphs=True)
+    assert ended.value.args == (worker.EXIT_CUDA_POISONED,) and conn.sent == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a CUDA error ended this worker" in err and "illegal memory access" in err
+
+
+def test_training_turns_cudnns_autotuner_on_for_cuda_only(monkeypatch):
+    from model import device
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    device.autotune(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    device.autotune(torch.device("cuda"))  # only sets the flag: no CUDA needed
+    assert torch.backends.cudnn.benchmark is True
+
+
+def test_evaluation_counts_without_bincount(faces, monkeypatch):
+    """bincount sizes its output from the data: on CUDA a wait for the GPU at every eval batch."""
+    from model.trial_run import evaluate
+
+    def refuse(*a, **kw):
+        raise AssertionError("bincount called")
+
+    monkeypatch.setattr(torch, "bincount", refuse)
+    model_ = train(faces, TrainConfig(width=0.0625, batch_size=32, epochs=1), device="cpu", keep_model=True).model
+    x, y = torch.from_numpy(faces.x_val), torch.from_numpy(faces.y_val)
+    acc, confusion = evaluate(model_, x, y, __import__("contextlib").nullcontext)
+    assert confusion.sum().item() == len(y) and acc == confusion.trace().item() / len(y)
