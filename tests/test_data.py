@@ -1,5 +1,5 @@
 import gzip
-import time
+import os
 
 import numpy as np
 import pytest
@@ -186,12 +186,6 @@ def test_synthetic_is_deterministic_labelled_and_named():
     assert ds.describe()["data_name"] == "synthetic"
 
 
-def test_synthetic_is_fast():
-    t = time.perf_counter()
-    make_synthetic(3000, seed=0)
-    assert time.perf_counter() - t < 30  # generous: "in seconds", on a loaded CI machine
-
-
 def test_augment_keeps_shape_and_is_seeded():
     x = torch.rand(16, 1, 48, 48)
     a = fer.augment(x, torch.Generator().manual_seed(0))
@@ -203,17 +197,32 @@ def test_augment_keeps_shape_and_is_seeded():
         assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
 
 
-@pytest.mark.skipif(not (__import__("pathlib").Path(__file__).parents[2] / "shared/fer2013/fer2013.csv.gz").exists(),
-                    reason="the real FER2013 is not beside this checkout")
-def test_real_fer2013_loads_with_the_official_sizes():
+def _real_fer2013():
+    """The real FER2013 file where this checkout has one: $SWEEP_DATA as the suite starts (each test
+    then runs without it), else data/fer2013.csv[.gz], where the README says to put it."""
     from pathlib import Path
 
-    path = Path(__file__).parents[2] / "shared/fer2013/fer2013.csv.gz"
-    ds = load_dataset(path, "official")
+    repo = Path(__file__).resolve().parents[1]
+    found = [Path(p) for p in (os.environ.get("SWEEP_DATA"), repo / "data/fer2013.csv.gz", repo / "data/fer2013.csv") if p]
+    return next((p for p in found if p.is_file()), None)
+
+
+REAL_FER2013 = _real_fer2013()
+
+
+@pytest.mark.skipif(REAL_FER2013 is None, reason="no FER2013 file here ($SWEEP_DATA or data/fer2013.csv[.gz])")
+def test_real_fer2013_loads_with_the_official_sizes(monkeypatch):
+    from data import sources
+
+    ds = load_dataset(REAL_FER2013, "official")
     assert (len(ds.y_train), len(ds.y_val)) == (28_709, 3_589)
-    t = time.perf_counter()
-    load_dataset(path, "official")
-    assert time.perf_counter() - t < 10  # the cached load; the benchmark-grade figure is in the docs
+
+    def parse_again(*a, **kw):
+        raise AssertionError("parsed again: the cache was not used")
+
+    monkeypatch.setattr(sources, "_read_csv", parse_again)
+    again = load_dataset(REAL_FER2013, "official")  # from the cache, keyed by the file's content
+    assert np.array_equal(again.x_train, ds.x_train) and np.array_equal(again.y_val, ds.y_val)
 
 
 def test_fer_pack_carries_every_row_to_a_gpu_machine_and_back(tmp_path, kaggle_csv):
