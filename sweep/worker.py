@@ -7,9 +7,15 @@ keeps the data loaded once per worker; a worker that dies takes only its own tri
 
 A fused worker (engine "fused") trains its jobs as one group (model.FusedTrainer): jobs that
 arrive while the group trains join it at the next epoch boundary, and a member whose schedule
-ends, that is pruned or diverges leaves there. A multi worker (engine "multi") trains jobs of any
-hyperparameters side by side (model.MultiTrainer): a job joins as soon as it arrives, and each
-member's epochs end on their own. Messages are the same as a plain worker's, one per member.
+ends, that is pruned or diverges leaves there. A multi or graph worker (engines "multi" and
+"graph") trains jobs of any hyperparameters side by side (model.MultiTrainer; graph: each trial's
+step replayed as a CUDA graph): a job joins as soon as it arrives, and each member's epochs end on
+their own. Messages are the same as a plain worker's, one per member, and a "note" with a line for
+the user (a trial whose step could not be captured).
+
+A CUDA out-of-memory (cuBLAS's and cuDNN's allocation failures too) is never a trial's failure:
+the worker says "oom" and the coordinator shrinks its group. A CUDA error that leaves the
+process's CUDA context unusable ends the worker, for a fresh one to take over.
 """
 
 from __future__ import annotations
