@@ -12,25 +12,28 @@ import typer
 
 from data import SYNTHETIC, DataError, find_fer2013, load_dataset
 
-from . import limits, paths
+from . import limits, numbers, paths
 from .errors import SweepError
 from .proxy import DEFAULT_CONNECTIONS, DEFAULT_PORT
 from .storage import DEFAULT_STORAGE, MAX_STUDY_NAME, check_storage, mask, normalize, open_storage
 from .study_file import StudySpec, load_study_file
+from .usage import OneLineUsage
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=OneLineUsage, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
 
 StorageOpt = Annotated[str, typer.Option("--storage", metavar="URL",
                                          help="Optuna storage: sqlite:///FILE, a file path, postgresql://USER@HOST/DB, or grpc://HOST:PORT (a `sweep proxy`).")]
+ServedStorageOpt = Annotated[str, typer.Option("--storage", metavar="URL",
+                                               help="The database to serve: sqlite:///FILE, a file path or postgresql://USER@HOST/DB (not another proxy's grpc://).")]
 StoredStudyOpt = Annotated[Optional[str], typer.Option("--study", metavar="NAME",
                                                        help="A study in the storage, as `sweep studies` lists it [default: the only one].")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N.")]
-WorkersOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Worker processes training at once [default: one per GPU, or 1].")]
+WorkersOpt = Annotated[Optional[int], typer.Option(parser=numbers.option(int), metavar="N", help="Worker processes training at once [default: one per GPU, or 1].")]
 GpusOpt = Annotated[Optional[str], typer.Option(metavar="LIST", help="GPU indices to use, e.g. 0,1 [default: all].")]
-PerGpuOpt = Annotated[Optional[int], typer.Option(min=1, metavar="K", help="Worker processes on each GPU [default: 1].")]
-TimeoutOpt = Annotated[Optional[float], typer.Option(min=0, metavar="SECONDS", help="Start no new trial after this many seconds.")]
-KeepTopOpt = Annotated[int, typer.Option(min=0, metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
+PerGpuOpt = Annotated[Optional[int], typer.Option(parser=numbers.option(int, 1), metavar="K", help="Worker processes on each GPU [default: 1].")]
+TimeoutOpt = Annotated[Optional[float], typer.Option(parser=numbers.option(float, 0), metavar="SECONDS", help="Start no new trial after this many seconds.")]
+KeepTopOpt = Annotated[int, typer.Option(parser=numbers.option(int, 0), metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
 CompileOpt = Annotated[str, typer.Option(metavar="MODE", help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only); speed only, see docs/benchmarks.md.")]
 EngineOpt = Annotated[str, typer.Option(metavar="plain|auto|fused[:K]|multi[:K]", help="How a worker trains: plain, one trial at a time; multi, up to K trials (4) of any hyperparameters side by side; fused, up to K trials (16) that share batch size, width, optimizer and precision as one network; auto, on a GPU the fastest of these as each worker measures it at its start (plain elsewhere). See README, 'Engines'.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress: only warnings, errors (one line each) and the final summary line.")]
@@ -178,14 +181,14 @@ def _resolve(study: Optional[str], data: Optional[str]) -> tuple[StudySpec, str,
 @app.command(short_help="Run a sweep until the study holds --trials finished trials.")
 @friendly
 def run(
-    trials: Annotated[int, typer.Option(min=1, metavar="N", help="Finished trials (complete + pruned) the study should hold: the study's budget, not this process's.")] = 50,
+    trials: Annotated[int, typer.Option(parser=numbers.option(int, 1), metavar="N", help="Finished trials (complete + pruned) the study should hold: the study's budget, not this process's.")] = 50,
     study: Annotated[Optional[str], typer.Option(metavar="FILE|NAME", help="Study file: a .toml path, or a shipped name (quick, default, paper, beyond) [default: default with FER2013 in place, else quick].")] = None,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Name of the study in the storage [default: the study file's name].")] = None,
     data: Annotated[Optional[str], typer.Option(metavar="PATH|synthetic", help="FER2013 file or image folder, or 'synthetic' [default: the study file's; fer2013 is data/fer2013.csv[.gz] or $SWEEP_DATA].")] = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     device: DeviceOpt = "auto",
     timeout: TimeoutOpt = None,
-    seed: Annotated[Optional[int], typer.Option(metavar="N", help="Study seed [default: the study file's].")] = None,
+    seed: Annotated[Optional[int], typer.Option(parser=numbers.option(int), metavar="N", help="Study seed [default: the study file's].")] = None,
     add: Annotated[bool, typer.Option("--add", help="Run --trials more on top of those already finished.")] = False,
     workers: WorkersOpt = None,
     gpus: GpusOpt = None,
@@ -292,12 +295,9 @@ def _default_artifact_dir(url: str) -> str:
 def _parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
     if gpus is None:
         return None
-    try:
-        out = [int(g) for g in gpus.split(",") if g.strip()]
-    except ValueError:
-        raise SweepError(f"--gpus {gpus}: expected GPU indices like 0,1") from None
-    if not out:
-        raise SweepError("--gpus: no GPU index given")
+    out = numbers.whole_list(gpus, "--gpus", "0,1")
+    if min(out) < 0:
+        raise SweepError(f"--gpus {gpus}: expected GPU indices like 0,1")
     limits.counts("--gpus", out, limits.MAX_COUNTS - 1)
     return out
 
@@ -408,10 +408,10 @@ def best(
 @app.command(short_help="Serve a database to many workers through Optuna's gRPC storage proxy.")
 @friendly
 def proxy(
-    storage: StorageOpt = DEFAULT_STORAGE,
+    storage: ServedStorageOpt = DEFAULT_STORAGE,
     host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind. Anything but localhost lets the network read and write the studies: no password, no encryption; bind to the cluster's private network only.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="PORT", help="TCP port.")] = DEFAULT_PORT,
-    connections: Annotated[int, typer.Option(min=4, max=1000, metavar="N", help="Database connections the proxy may hold at most, however many workers use it.")] = DEFAULT_CONNECTIONS,
+    port: Annotated[int, typer.Option("--port", parser=numbers.option(int, 1, 65535), metavar="PORT", help="TCP port.")] = DEFAULT_PORT,
+    connections: Annotated[int, typer.Option(parser=numbers.option(int, 4, 1000), metavar="N", help="Database connections the proxy may hold at most, however many workers use it.")] = DEFAULT_CONNECTIONS,
 ):
     """Serve a storage to many workers: they pass --storage grpc://HOST:PORT and the database sees one
     process. Keeps each study's budget exact, records the workers' heartbeats and re-queues the trials
@@ -430,7 +430,7 @@ def proxy(
 def dashboard(
     storage: StorageOpt = DEFAULT_STORAGE,
     host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind; anything but localhost shows the studies to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="PORT", help="TCP port.")] = 8080,
+    port: Annotated[int, typer.Option("--port", parser=numbers.option(int, 1, 65535), metavar="PORT", help="TCP port.")] = 8080,
     artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="The kept weights to show [default: the folder the storage's studies recorded].")] = None,
 ):
     """Serve optuna-dashboard on a study storage (safe while a sweep writes it)."""
@@ -460,7 +460,7 @@ def export(
     study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="csv, md, latex, json or html.")] = "md",
-    top: Annotated[int, typer.Option(min=1, metavar="K", help="How many of the best complete trials.")] = 10,
+    top: Annotated[int, typer.Option(parser=numbers.option(int, 1), metavar="K", help="How many of the best complete trials.")] = 10,
     by: Annotated[Optional[str], typer.Option(metavar="PARAM", help="The best trial for each value of this parameter, e.g. optimizer.")] = None,
     per_class: Annotated[bool, typer.Option("--per-class", help="Add each class's val accuracy (recall).")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write here instead of to standard output.")] = None,
@@ -500,10 +500,10 @@ def report(
 @app.command(short_help="Measure training speed against a baseline in the same run.")
 @friendly
 def bench(
-    steps: Annotated[int, typer.Option(min=2, metavar="N", help="Training steps per measurement.")] = 20,
-    batch_size: Annotated[int, typer.Option(min=2, metavar="N", help="Images per step.")] = 128,
-    width: Annotated[float, typer.Option(min=0.01, metavar="W", help="Network width; 1.0 is the paper's network.")] = 1.0,
-    repeats: Annotated[int, typer.Option(min=1, metavar="N", help="Alternating repeats of what is compared.")] = 3,
+    steps: Annotated[int, typer.Option(parser=numbers.option(int, 2), metavar="N", help="Training steps per measurement.")] = 20,
+    batch_size: Annotated[int, typer.Option(parser=numbers.option(int, 2), metavar="N", help="Images per step.")] = 128,
+    width: Annotated[float, typer.Option(parser=numbers.option(float, 0.01), metavar="W", help="Network width; 1.0 is the paper's network.")] = 1.0,
+    repeats: Annotated[int, typer.Option(parser=numbers.option(int, 1), metavar="N", help="Alternating repeats of what is compared.")] = 3,
     data: Annotated[Optional[str], typer.Option(metavar="PATH", help="FER2013 file to draw the images from [default: synthetic].")] = None,
     device: DeviceOpt = "auto",
     compile: CompileOpt = "off",
@@ -548,11 +548,8 @@ def bench(
 
 
 def _counts(option: str, text: str) -> list[int]:
-    try:
-        ks = [int(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        raise SweepError(f"{option} {text}: expected trial counts like 1,2,4,8") from None
-    if not ks or min(ks) < 1:
+    ks = numbers.whole_list(text, option, "1,2,4,8")
+    if min(ks) < 1:
         raise SweepError(f"{option} {text}: expected trial counts of at least 1, like 1,2,4,8")
     limits.counts(option, ks, limits.max_workers() if option == "--pack" else limits.MAX_CONCURRENT)
     return ks
@@ -563,8 +560,8 @@ def _counts(option: str, text: str) -> list[int]:
 def confirm(
     study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
-    top: Annotated[int, typer.Option(min=1, metavar="K", help="How many of the best trials to re-train.")] = 3,
-    seeds: Annotated[int, typer.Option(min=1, metavar="N", help="New seeds per trial.")] = 3,
+    top: Annotated[int, typer.Option(parser=numbers.option(int, 1), metavar="K", help="How many of the best trials to re-train.")] = 3,
+    seeds: Annotated[int, typer.Option(parser=numbers.option(int, 1), metavar="N", help="New seeds per trial.")] = 3,
     data: Annotated[Optional[str], typer.Option(metavar="PATH", help="The study's data on this machine [default: the path the study recorded].")] = None,
     device: DeviceOpt = "auto",
 ):

@@ -101,6 +101,9 @@ def _parse(url: str):
     except (ArgumentError, ValueError):
         raise SweepError(f"storage '{mask(url)}': not a database URL (e.g. sqlite:///sweep.db or "
                          "postgresql://USER@HOST/DB)") from None
+    port = _port_text(url)
+    if port is not None and not re.fullmatch(r"[0-9]+", port):  # SQLAlchemy's int() reads 5_432 as 5432
+        raise SweepError(f"storage '{mask(url)}': port {port!r} is not a number written in plain digits")
     backend = u.get_backend_name()
     if backend == "grpc":
         if not u.host or u.port is None or u.database or u.username:
@@ -110,6 +113,14 @@ def _parse(url: str):
         raise SweepError(f"storage '{mask(url)}': unsupported database '{u.drivername}' "
                          "(use sqlite:///FILE, postgresql://USER@HOST/DB or grpc://HOST:PORT)")
     return u, backend
+
+
+def _port_text(url: str) -> str | None:
+    """The port of `url` as written (None: none written)."""
+    authority = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    if authority.startswith("["):  # an IPv6 address: [::1]:5432
+        authority = authority.partition("]")[2]
+    return authority.partition(":")[2] if ":" in authority else None
 
 
 def check_storage(url: str, *, create: bool) -> None:
