@@ -62,6 +62,12 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     `sweep export` and `sweep report`."""
 
 
+def _say(text: str, err: bool = False) -> None:
+    """Text made of what a storage holds (names, attributes): each line with its control and
+    invisible characters written out, as a study name given to `sweep run` may not hold them."""
+    typer.echo("\n".join(limits.printable(line) for line in text.split("\n")), err=err)
+
+
 def _fail(message: str, code: int = 2):
     typer.echo(f"sweep: error: {limits.printable(message)}", err=True)
     raise typer.Exit(code)
@@ -341,7 +347,7 @@ def worker(
         if keep_top > 0:
             paths.folder(Path(artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url)), "--artifact-dir ")
         if not quiet:
-            typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
+            _say(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
         try:
             with sqlite_writer_lock(url):
                 summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
@@ -352,7 +358,7 @@ def worker(
         except Interrupted:
             _say_interrupted("sweep: interrupted; trials in training were marked FAIL, trials not yet trained wait "
                              "for the next run.")
-    typer.echo(f"study '{study}': {_finished(summary)}; this worker ran {summary.ran}")
+    _say(f"study '{study}': {_finished(summary)}; this worker ran {summary.ran}")
 
 
 @app.command(short_help="List the studies in a storage with their progress and best value.")
@@ -380,7 +386,7 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, json_out: JsonOpt = False):
     for r in rows:
         best = f"{r['best_value']:.2%}" if r["best_value"] is not None else "-"
         finished = f"{r['complete'] + r['pruned']}/{r['budget'] if r['budget'] is not None else '-'}"
-        typer.echo(f"{limits.printable(r['study']):<24} {r['data']:<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
+        _say(f"{limits.printable(r['study']):<24} {limits.printable(str(r['data'])):<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
                    f"{r['failed']:>7} {r['training']:>8} {r['waiting']:>7} {best:>9}")
 
 
@@ -401,8 +407,7 @@ def best(
 
         typer.echo(json.dumps(best_record(s), indent=2))
         return
-    for line in best_trial_lines(s):
-        typer.echo(line)
+    _say("\n".join(best_trial_lines(s)))
 
 
 @app.command(short_help="Serve a database to many workers through Optuna's gRPC storage proxy.")
@@ -438,7 +443,7 @@ def dashboard(
 
     limits.options(storage=storage, host=host, artifact_dir=artifact_dir)
     try:
-        serve(storage, host, port, artifact_dir, lambda line: typer.echo(line, err=True))
+        serve(storage, host, port, artifact_dir, lambda line: _say(line, err=True))
     except KeyboardInterrupt:
         raise typer.Exit(0)
 
@@ -636,7 +641,7 @@ def predict(
             out["note"] = SYNTHETIC_NOTE
         typer.echo(json.dumps(out, indent=2))
     else:
-        typer.echo(format_predictions(number, rows, data_name))
+        _say(format_predictions(number, rows, data_name))
 
 
 def main() -> None:

@@ -20,9 +20,10 @@ from plotly.offline import get_plotlyjs
 
 from data import CLASSES
 
-from .export import render as render_table
 from .errors import SweepError
+from .export import render as render_table
 from .export import select
+from .limits import printable
 from .results import StudyResults, load_results, param_value
 
 TOP_CURVES = 5  # complete trials whose per-epoch curves are drawn in colour
@@ -42,6 +43,11 @@ table.best-params { border-collapse: collapse; font-size: .9rem; }
 table.best-params th, table.best-params td { border-bottom: 1px solid #ddd; padding: .3rem .6rem; text-align: right; }
 .meta { color: #555; font-size: .9rem; }
 """
+
+
+def _escape(text) -> str:
+    """Text from the storage for the page: HTML-escaped, control and invisible characters written out."""
+    return html.escape(printable(str(text)))
 
 
 class _Figures:
@@ -66,11 +72,11 @@ class _Figures:
                           default_width="100%", default_height=f"{FIG_HEIGHT}px",
                           config={"displaylogo": False, "responsive": True})
         wide_class = " wide" if wide else ""
-        return f'<div class="figure{wide_class}"><h4>{html.escape(title)}</h4>{div}</div>'
+        return f'<div class="figure{wide_class}"><h4>{_escape(title)}</h4>{div}</div>'
 
 
 def _note(title: str, text: str) -> str:
-    return f'<div class="figure note"><b>{html.escape(title)}</b><br>{html.escape(text)}</div>'
+    return f'<div class="figure note"><b>{_escape(title)}</b><br>{_escape(text)}</div>'
 
 
 class _Trials(optuna.Study):
@@ -213,8 +219,8 @@ def _study_section(figs: _Figures, res: StudyResults) -> str:
         _confusion(figs, res, "test"),
     ]
     table = render_table(res, select(res, 10, None), "html") if res.complete else "<p>No complete trial yet.</p>"
-    return (f'<section class="study" id="study-{html.escape(res.name)}"><h2>Study {html.escape(res.name)}</h2>'
-            f'<p class="meta">{html.escape(meta)}</p><h3>Best parameters</h3>{table}'
+    return (f'<section class="study" id="study-{_escape(res.name)}"><h2>Study {_escape(res.name)}</h2>'
+            f'<p class="meta">{_escape(meta)}</p><h3>Best parameters</h3>{table}'
             f'<div class="grid">{"".join(p for p in plots if p)}</div></section>')
 
 
@@ -229,14 +235,14 @@ def _comparison(figs: _Figures, results: list[StudyResults]) -> str:
             best = t.value if best is None else max(best, t.value)
             xs.append(t.number)
             ys.append(best)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=res.name, line_shape="hv"))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=printable(res.name), line_shape="hv"))
         top = res.complete[0] if res.complete else None
         rows.append((res.name, res.data_name, top.value if top else None, top.user_attrs.get("test_acc") if top else None,
                      res.counts["complete"], res.counts["pruned"], res.compute_s))
     fig.update_xaxes(title="trial")
     fig.update_yaxes(title="best val accuracy so far", tickformat=".0%")
     pct = lambda v: f"{100 * v:.2f}%" if v is not None else "-"  # noqa: E731
-    body = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(d)}</td><td>{pct(v)}</td><td>{pct(te)}</td>"
+    body = "".join(f"<tr><td>{_escape(n)}</td><td>{_escape(d)}</td><td>{pct(v)}</td><td>{pct(te)}</td>"
                    f"<td>{c}</td><td>{p}</td><td>{s:.1f}</td></tr>" for n, d, v, te, c, p, s in rows)
     table = ('<table class="best-params"><thead><tr><th>Study</th><th>Data</th><th>Best val</th><th>Its test</th>'
              f"<th>Complete</th><th>Pruned</th><th>Train s</th></tr></thead><tbody>{body}</tbody></table>")
@@ -255,6 +261,6 @@ def build_report(studies: list[optuna.Study]) -> str:
     parts += [_study_section(figs, r) for r in results]
     names = ", ".join(r.name for r in results)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>sweep report: {html.escape(names)}</title><style>{CSS}</style>"
+            f"<title>sweep report: {_escape(names)}</title><style>{CSS}</style>"
             f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head><body>"
-            f"<h1>Sweep report: {html.escape(names)}</h1>{''.join(parts)}</body></html>\n")
+            f"<h1>Sweep report: {_escape(names)}</h1>{''.join(parts)}</body></html>\n")
