@@ -47,7 +47,7 @@ class OneLineUsage(TyperGroup):
             else:
                 typer.echo(usage_line(e), err=True)
             sys.exit(e.exit_code)
-        except click.exceptions.Abort:
+        except typer.Abort:  # (typer's own from typer 0.22 on, Click's before)
             typer.echo("sweep: aborted", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
