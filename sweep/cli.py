@@ -211,7 +211,7 @@ def run(
     and exits 130."""
     from .locks import sqlite_writer_lock
     from .pool import fork_server
-    from .runner import Interrupted, plan_workers, run_sweep
+    from .runner import Interrupted, plan_workers, refuse_foreign, run_sweep
 
     limits.options(trials=trials, seed=seed, workers=workers, per_gpu=per_gpu, timeout=timeout, keep_top=keep_top,
                    name=name, study=study, data=data, storage=storage, artifact_dir=artifact_dir)
@@ -241,6 +241,9 @@ def run(
         try:
             with sqlite_writer_lock(url):
                 st = open_storage(url, create=True, checked=True)  # checked above, before the data was read
+                found = next((x for x in st.get_all_studies() if x.study_name == (name or spec.name)), None)
+                if found is not None:  # another tool's study: refused before a word of the run is said
+                    refuse_foreign(st, found)
                 if not quiet:
                     typer.echo(banner, err=True)
                 summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
@@ -328,8 +331,9 @@ def worker(
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
     from .locks import sqlite_writer_lock
     from .pool import fork_server
+    from .attrs import study_attrs
     from .runner import Interrupted, plan_workers, run_sweep
-    from .stored import pick_study, spec_and_data
+    from .stored import pick_study, require_sweep_study, spec_and_data
 
     limits.options(workers=workers, per_gpu=per_gpu, timeout=timeout, keep_top=keep_top, data=data, storage=storage,
                    artifact_dir=artifact_dir)
@@ -340,18 +344,20 @@ def worker(
     with fork_server():  # the workers' torch loads while the storage and the data do
         st = open_storage(url, create=False)
         s = pick_study(st, study)
-        attrs = s.user_attrs
+        require_sweep_study(s, "sweep worker")
+        attrs = study_attrs(s.user_attrs)  # what another client rewrote into something else counts as missing
         if "target_trials" not in attrs:
-            raise SweepError(f"study '{study}' was not made by `sweep run`; start it with sweep run first")
-        spec, dataset = spec_and_data(s, data)
+            raise SweepError(f"study '{study}' records no budget (it was never run, or another client rewrote it); "
+                             "set one with sweep run --trials N")
+        spec, dataset = spec_and_data(s, data, "sweep worker")
         if keep_top > 0:
             paths.folder(Path(artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url)), "--artifact-dir ")
         if not quiet:
             _say(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
         try:
             with sqlite_writer_lock(url):
-                summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
-                                    timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
+                summary = run_sweep(spec, dataset, st, trials=attrs["target_trials"], name=study, device=device,
+                                    timeout_s=timeout, seed=attrs.get("seed", spec.seed), workers=workers,
                                     gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, engine=engine,
                                     artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url),
                                     progress=not quiet)
@@ -370,24 +376,27 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, json_out: JsonOpt = False):
     limits.options(storage=storage)
     rows = study_rows(open_storage(storage, create=False))
     if json_out:
-        import json
+        from .attrs import dumps
 
         out = [{"study": r["study"], "data": r["data"], "budget": r["budget"], "finished": r["complete"] + r["pruned"],
-                **{k: r[k] for k in ("complete", "pruned", "failed", "running", "training", "waiting", "best_value")}}
+                **{k: r[k] for k in ("complete", "pruned", "failed", "running", "training", "waiting", "best_value",
+                                     "objective", "direction")}}
                for r in rows]
-        typer.echo(json.dumps(out, indent=2))
+        typer.echo(dumps(out, indent=2))
         return
     if not rows:
         typer.echo(f"no studies in {mask(normalize(storage))}")
         return
     header = (f"{'study':<24} {'data':<10} {'finished':>9} {'complete':>8} {'pruned':>7} {'failed':>7} "
-              f"{'training':>8} {'waiting':>7} {'best val':>9}")
+              f"{'training':>8} {'waiting':>7} {'best':>12}")
     typer.echo(header)
     for r in rows:
-        best = f"{r['best_value']:.2%}" if r["best_value"] is not None else "-"
+        what = r["shown"]  # sweep's val accuracy in %; another tool's objective as a number, its direction beside
+        best = "-" if what is None or r["best_value"] is None else what.show(r["best_value"]) + (
+            "" if what.accuracy else f" ({what.direction[:3]})")
         finished = f"{r['complete'] + r['pruned']}/{r['budget'] if r['budget'] is not None else '-'}"
-        _say(f"{limits.printable(r['study']):<24} {limits.printable(str(r['data'])):<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
-                   f"{r['failed']:>7} {r['training']:>8} {r['waiting']:>7} {best:>9}")
+        _say(f"{limits.printable(r['study']):<24} {limits.printable(r['data'] or ('?' if r['by_sweep'] else '-')):<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
+                   f"{r['failed']:>7} {r['training']:>8} {r['waiting']:>7} {best:>12}")
 
 
 @app.command(short_help="Print a study's best trial: value, parameters, how it was measured.")
@@ -403,9 +412,9 @@ def best(
     limits.options(storage=storage)
     s = pick_study(open_storage(storage, create=False), study)
     if json_out:
-        import json
+        from .attrs import dumps
 
-        typer.echo(json.dumps(best_record(s), indent=2))
+        typer.echo(dumps(best_record(s), indent=2))
         return
     _say("\n".join(best_trial_lines(s)))
 
@@ -587,7 +596,7 @@ def confirm(
     url = normalize(storage)
     st = open_storage(url, create=False)
     s = pick_study(st, study)
-    spec, dataset = spec_and_data(s, data)
+    spec, dataset = spec_and_data(s, data, "sweep confirm")
     try:
         with sqlite_writer_lock(url):
             records = run_confirm(s, spec, dataset, top=top, seeds=seeds, device=device,
@@ -630,9 +639,10 @@ def predict(
 
     from .predict import SYNTHETIC_NOTE, format_predictions, trained_on
     from .predict import predict as run_predict
-    from .stored import pick_study
+    from .stored import pick_study, require_sweep_study
 
     s = pick_study(open_storage(storage, create=False), study)
+    require_sweep_study(s, "sweep predict")
     number, rows = run_predict(s, images)
     data_name = trained_on(s)
     if json_out:

@@ -333,6 +333,16 @@ def storage_error_line(error: BaseException) -> str | None:
     return None
 
 
+def storage_url(storage) -> str:
+    """The URL `storage` was opened with, password masked, for a command a message suggests."""
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(getattr(backend, "url", None), str):
+        return mask(backend.url)
+    if getattr(backend, "_host", None) and getattr(backend, "_port", None):  # a storage proxy's client
+        return f"grpc://{backend._host}:{backend._port}"
+    return "URL"
+
+
 def _connect_proxy(url: str, u):
     """A client of the storage proxy at `url`, once it answers."""
     try:
