@@ -123,14 +123,22 @@ def _cache_path(digest: str) -> Path:
 
 
 def _cache_load(digest: str):
+    """The arrays cached for `digest`, or None. The cache is a hint: whatever is wrong with a file
+    there (missing, truncated, another program's, arrays of the wrong shape or type) means the
+    source is parsed again, and the file replaced."""
     p = _cache_path(digest)
     try:
         if not stat.S_ISREG(p.stat().st_mode):  # np.load would wait on a FIFO forever
             return None
-        with np.load(p) as z:
-            return str(z["format"]), z["images"], z["labels"], z["usage"]
-    except (OSError, KeyError, ValueError):
-        return None  # missing or damaged: parse again
+        with np.load(p, allow_pickle=False) as z:
+            fmt, images, labels, usage = str(z["format"]), z["images"], z["labels"], z["usage"]
+    except Exception:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, ValueError, ...
+        return None
+    n = len(labels)
+    whole = (images.dtype == np.uint8 and images.shape == (n, IMAGE_SIZE, IMAGE_SIZE) and labels.dtype == np.uint8
+             and labels.shape == (n,) and usage.dtype == np.int8 and usage.shape == (n,) and n > 0
+             and int(labels.max()) < N_CLASSES)
+    return (fmt, images, labels, usage) if whole else None
 
 
 def _cache_store(digest: str, fmt: str, images, labels, usage) -> None:

@@ -28,6 +28,7 @@ AUTO_STEPS = 16  # steps per timed epoch, after one untimed epoch of the same le
 AUTO_ROUNDS = 2  # rounds over every candidate, alternating; each candidate's best round counts
 AUTO_MARGIN = 1.1  # a candidate must beat plain by 10% to be chosen over it
 CACHE_FILE = "engines.json"
+MAX_K = 256  # trials one worker trains at once, at most (sweep's --engine ceiling)
 
 
 def _subset(data: Dataset, n: int) -> Dataset:
@@ -64,6 +65,18 @@ def _measure(engine: str, k: int, data: Dataset, probe: TrainConfig, device: str
         return 0.0
 
 
+def usable(entry, fusable: bool) -> bool:
+    """Whether a cached choice names an engine this worker can train with. The cache is a hint
+    that anyone can edit or damage: an unknown engine, a K below 1 or of another type, or fused
+    where the study's trials cannot fuse is ignored, measured again and replaced."""
+    if not isinstance(entry, dict):
+        return False
+    engine, k = entry.get("engine"), entry.get("k")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        return False
+    return (engine == "plain" and k == 1) or engine == "multi" or (engine == "fused" and fusable)
+
+
 def choose_engine(data: Dataset, probe: TrainConfig, device: str, *, fusable: bool, steps: int = AUTO_STEPS,
                   use_cache: bool = True) -> dict:
     """{"engine", "k", "figures": {candidate: images/s}, "cached": bool} for the fastest engine."""
@@ -80,7 +93,7 @@ def choose_engine(data: Dataset, probe: TrainConfig, device: str, *, fusable: bo
             cache = json.loads(path.read_text())
         except (OSError, ValueError):
             cache = {}
-        if isinstance(cache, dict) and isinstance(cache.get(key), dict) and "engine" in cache[key]:
+        if isinstance(cache, dict) and usable(cache.get(key), fusable):
             return {**cache[key], "cached": True}
     sample = _subset(data, steps * probe.batch_size)
     candidates = [("plain", 1), *(("multi", k) for k in MULTI_KS), *(("fused", k) for k in FUSED_KS if fusable)]
