@@ -12,7 +12,7 @@ import typer
 
 from data import SYNTHETIC, DataError, find_fer2013, load_dataset
 
-from . import limits, numbers, paths
+from . import limits, numbers, paths, streams
 from .errors import SweepError
 from .proxy import DEFAULT_CONNECTIONS, DEFAULT_PORT
 from .storage import DEFAULT_STORAGE, MAX_STUDY_NAME, check_storage, mask, normalize, open_storage
@@ -209,6 +209,7 @@ def run(
 
     A rerun of the same command resumes and never overshoots; Ctrl-C marks the running trials FAIL
     and exits 130."""
+    streams.incidental()  # the training and what it stores are the point, not the closing line
     from .locks import sqlite_writer_lock
     from .pool import fork_server
     from .runner import Interrupted, plan_workers, refuse_foreign, run_sweep
@@ -329,6 +330,7 @@ def worker(
     quiet: QuietOpt = False,
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
+    streams.incidental()  # the training and what it stores are the point, not the closing line
     from .locks import sqlite_writer_lock
     from .pool import fork_server
     from .attrs import study_attrs
@@ -580,6 +582,7 @@ def confirm(
     device: DeviceOpt = "auto",
 ):
     """Re-train the top trials with new seeds and record mean and std of val and test accuracy."""
+    streams.incidental()  # the training and what it stores are the point, not the closing line
     limits.options(top=top, seeds=seeds, data=data, storage=storage)
     _import_torch()
     from model import resolve_device
@@ -657,11 +660,17 @@ def predict(
 def main() -> None:
     """Run the CLI. Typer turns a Ctrl-C that lands outside a command (while it parses the
     arguments, say) into a silent exit 130: that one gets its line here too."""
+    from .streams import output_lost
+
     try:
         app(prog_name="sweep")
     except SystemExit as e:
         if e.code == 130 and not _interrupted_said:
             typer.echo("sweep: interrupted", err=True)
+        if e.code in (0, None) and output_lost():  # what the command was for went nowhere
+            typer.echo("sweep: error: standard output is closed, so the output was not written anywhere; "
+                       "open it (or write to a file with -o where the command has it)", err=True)
+            raise SystemExit(2) from None
         raise
 
 
