@@ -27,7 +27,7 @@ import numpy as np
 from .classes import FOLDER_ALIASES, IMAGE_SIZE, N_CLASSES, N_PIXELS, USAGE_CODES, USAGE_NONE, USAGE_TEST
 from .errors import DataError
 
-CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
+CACHE_VERSION = 2  # bump when the cached arrays' meaning changes (2: 16-bit images scaled, not clipped)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -311,7 +311,9 @@ def _usage_of(file: Path, split: str) -> int:
 
 
 def _read_folders(root: Path, files):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from .images import ImageError, read_gray48
 
     n = len(files)
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
@@ -319,11 +321,9 @@ def _read_folders(root: Path, files):
     usage = np.empty(n, np.int8)
     for i, (f, split, label) in enumerate(files):
         try:
-            with Image.open(f) as im:
-                im = im.convert("L")
-                if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                    im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-                images[i] = np.asarray(im, dtype=np.uint8)
+            images[i] = read_gray48(f)
+        except ImageError as e:
+            raise DataError(f"{f}: {e}") from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise DataError(f"{f}: unreadable image ({type(e).__name__})") from None
         labels[i] = label

@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from data import CLASSES, IMAGE_SIZE, equalize
+from data import CLASSES, equalize
 
 from . import attrs, paths
 from .errors import SweepError
@@ -18,19 +18,18 @@ from .study_file import parse_study
 
 
 def load_image(path: str) -> np.ndarray:
-    """Any image file -> (48, 48) uint8 grayscale, resized and histogram-equalised as in training."""
-    from PIL import Image, UnidentifiedImageError
+    """Any image file -> (48, 48) uint8 grayscale, resized and histogram-equalised as in training
+    (16-bit images scaled, not clipped: data.images)."""
+    from PIL import UnidentifiedImageError
+
+    from data.images import ImageError, read_gray48
 
     p = Path(path)
     paths.regular_file(p)  # a FIFO would wait forever, a device never end
     try:
-        with Image.open(p) as im:
-            im = im.convert("L")
-            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except Image.DecompressionBombError:  # more pixels than Pillow's ceiling (about 179 million)
-        raise SweepError(f"{path}: the image is larger than {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
+        arr = read_gray48(p)
+    except ImageError as e:
+        raise SweepError(f"{path}: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise SweepError(f"{path}: not a readable image ({type(e).__name__})") from None
     return equalize(arr[None])[0]
