@@ -425,7 +425,7 @@ def best(
 @friendly
 def proxy(
     storage: ServedStorageOpt = DEFAULT_STORAGE,
-    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind. Anything but localhost lets the network read and write the studies: no password, no encryption; bind to the cluster's private network only.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind. Anything but localhost lets the network read and write the studies: no password, no encryption (the command says so as it starts); bind to the cluster's private network only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", parser=numbers.option(int, 1, 65535), metavar="PORT", help="TCP port.")] = DEFAULT_PORT,
     connections: Annotated[int, typer.Option(parser=numbers.option(int, 4, 1000), metavar="N", help="Database connections the proxy may hold at most, however many workers use it.")] = DEFAULT_CONNECTIONS,
 ):
@@ -445,7 +445,7 @@ def proxy(
 @friendly
 def dashboard(
     storage: StorageOpt = DEFAULT_STORAGE,
-    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind; anything but localhost shows the studies to the network.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind. Anything but localhost serves every study in the storage, and the kept weights to download, to the network: no password, no encryption (the command says so as it starts).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", parser=numbers.option(int, 1, 65535), metavar="PORT", help="TCP port.")] = 8080,
     artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="The kept weights to show [default: the folder the storage's studies recorded].")] = None,
 ):
