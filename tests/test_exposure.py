@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 from sweep.cli import app
 from sweep.dashboard import exposed
 from tests.conftest import free_port
-from tests.test_dashboard import get_json, start_dashboard, stop
+from tests.test_dashboard import get_json, stop
 from tests.test_faults import cli, wait_for
 from tests.test_proxy import stop as stop_proxy
 
