@@ -210,7 +210,7 @@ def run(
     A rerun of the same command resumes and never overshoots; Ctrl-C marks the running trials FAIL
     and exits 130."""
     streams.incidental()  # the training and what it stores are the point, not the closing line
-    from .locks import sqlite_writer_lock
+    from .locks import budget_lock, sqlite_writer_lock
     from .pool import fork_server
     from .runner import Interrupted, plan_workers, refuse_foreign, run_sweep
 
@@ -242,7 +242,8 @@ def run(
         try:
             with sqlite_writer_lock(url):
                 st = open_storage(url, create=True, checked=True)  # checked above, before the data was read
-                found = next((x for x in st.get_all_studies() if x.study_name == (name or spec.name)), None)
+                with budget_lock(st, name or spec.name):  # a run creating the study holds it until it is whole
+                    found = next((x for x in st.get_all_studies() if x.study_name == (name or spec.name)), None)
                 if found is not None:  # another tool's study: refused before a word of the run is said
                     refuse_foreign(st, found)
                 if not quiet:
