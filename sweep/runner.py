@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from data import Dataset
 from model import FUSE_KEYS
 
+from .attrs import count
 from .coordinator import FINISHED, Coordinator, count_finished, trial_seed
 from .errors import SweepError
 from .locks import budget_lock
@@ -230,7 +231,7 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         stopped_by = "budget"
         if size is not None and target > size:
             target, stopped_by = max(size, already), "grid"
-        before = study.user_attrs.get("target_trials")
+        before = count(study.user_attrs.get("target_trials"))  # None: none yet, or another client rewrote it
         study.set_user_attr("target_trials", target)
     if announce is not None and before is not None and before != target:
         held = f"; it holds {already} finished already, so nothing is left to run" if already >= target else ""

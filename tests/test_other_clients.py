@@ -176,7 +176,7 @@ REWRITE = """
     url, name = sys.argv[1:]
     study = optuna.load_study(study_name=name, storage=url)
     study.set_user_attr("data_name", {"nested": {"dict": 1}})  # a nested object where a string was
-    study.set_user_attr("target_trials", float("nan"))  # NaN where a number was
+    study.set_user_attr("target_trials", {"n": float("nan")})  # an object (holding NaN) where a number was
     study.set_user_attr("confirm:0", "not json")
     ids = [t._trial_id for t in study.trials]
     rewrites = {"test_acc": float("nan"), "train_s": {"a": {"b": 1}}, "device_name": "x" * 1_000_000,
