@@ -27,7 +27,7 @@ import numpy as np
 from .classes import FOLDER_ALIASES, IMAGE_SIZE, N_CLASSES, N_PIXELS, USAGE_CODES, USAGE_NONE, USAGE_TEST
 from .errors import DataError
 
-CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
+CACHE_VERSION = 2  # bump when the cached arrays' meaning changes (2: 16-bit images scaled, not clipped)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -123,14 +123,22 @@ def _cache_path(digest: str) -> Path:
 
 
 def _cache_load(digest: str):
+    """The arrays cached for `digest`, or None. The cache is a hint: whatever is wrong with a file
+    there (missing, truncated, another program's, arrays of the wrong shape or type) means the
+    source is parsed again, and the file replaced."""
     p = _cache_path(digest)
     try:
         if not stat.S_ISREG(p.stat().st_mode):  # np.load would wait on a FIFO forever
             return None
-        with np.load(p) as z:
-            return str(z["format"]), z["images"], z["labels"], z["usage"]
-    except (OSError, KeyError, ValueError):
-        return None  # missing or damaged: parse again
+        with np.load(p, allow_pickle=False) as z:
+            fmt, images, labels, usage = str(z["format"]), z["images"], z["labels"], z["usage"]
+    except Exception:  # noqa: BLE001 - a damaged zip raises BadZipFile, EOFError, ValueError, ...
+        return None
+    n = len(labels)
+    whole = (images.dtype == np.uint8 and images.shape == (n, IMAGE_SIZE, IMAGE_SIZE) and labels.dtype == np.uint8
+             and labels.shape == (n,) and usage.dtype == np.int8 and usage.shape == (n,) and n > 0
+             and int(labels.max()) < N_CLASSES)
+    return (fmt, images, labels, usage) if whole else None
 
 
 def _cache_store(digest: str, fmt: str, images, labels, usage) -> None:
@@ -303,7 +311,9 @@ def _usage_of(file: Path, split: str) -> int:
 
 
 def _read_folders(root: Path, files):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from .images import ImageError, read_gray48
 
     n = len(files)
     images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
@@ -311,11 +321,9 @@ def _read_folders(root: Path, files):
     usage = np.empty(n, np.int8)
     for i, (f, split, label) in enumerate(files):
         try:
-            with Image.open(f) as im:
-                im = im.convert("L")
-                if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                    im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-                images[i] = np.asarray(im, dtype=np.uint8)
+            images[i] = read_gray48(f)
+        except ImageError as e:
+            raise DataError(f"{f}: {e}") from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise DataError(f"{f}: unreadable image ({type(e).__name__})") from None
         labels[i] = label

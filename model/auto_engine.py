@@ -10,7 +10,7 @@ length. It keeps the fastest only where it beats plain by AUTO_MARGIN.
 
 One worker per GPU measures, under a lock; the others wait and read its choice from the cache,
 which is keyed by the GPU, torch, this code's version, the host CPU and the shape. A cache entry
-that is not a choice this code can make is ignored and measured again.
+that is not a choice this worker can train with is ignored, measured again and replaced.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ AUTO_WINDOW_S = 1.0  # timed seconds per candidate and round, at least
 AUTO_ROUNDS = 3  # rounds over every candidate, alternating; each candidate's median counts
 AUTO_MARGIN = 1.1  # a candidate must beat plain by 10% to be chosen over it
 CACHE_FILE = "engines.json"
-ENGINE_NAMES = ("plain", "graph", "multi", "fused")
+MAX_K = 256  # trials one worker trains at once, at most (sweep's --engine ceiling)
 
 
 def candidates(fusable: bool) -> list[tuple[str, int]]:
@@ -73,10 +73,16 @@ def cache_key(device_name: str, torch_version: str, probe: TrainConfig, fusable:
             f"epochs {probe.epochs} | fusable {fusable}")
 
 
-def valid_choice(entry: object) -> bool:
-    """A cache entry this code could have written: an engine it knows and a K of at least 1."""
-    return (isinstance(entry, dict) and entry.get("engine") in ENGINE_NAMES and isinstance(entry.get("k"), int)
-            and not isinstance(entry.get("k"), bool) and entry["k"] >= 1)
+def usable(entry, fusable: bool) -> bool:
+    """Whether a cached choice names an engine this worker can train with. The cache is a hint
+    that anyone can edit or damage: an unknown engine, a K below 1 or of another type, or fused
+    where the study's trials cannot fuse is ignored, measured again and replaced."""
+    if not isinstance(entry, dict):
+        return False
+    engine, k = entry.get("engine"), entry.get("k")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        return False
+    return (engine == "plain" and k == 1) or engine in ("graph", "multi") or (engine == "fused" and fusable)
 
 
 def _read_cache(path: Path) -> dict:
@@ -130,7 +136,7 @@ def choose_engine(data: Dataset, probe: TrainConfig, device: str, *, fusable: bo
     with _gpu_lock(gpu) if use_cache else contextlib.nullcontext():
         if use_cache:
             cached = _read_cache(path).get(key)
-            if valid_choice(cached):
+            if usable(cached, fusable):
                 return {**cached, "cached": True}
         sample = subset(data, steps * probe.batch_size)
         trial_images = probe.epochs * len(data.x_train)  # what each trial trains in the study

@@ -12,25 +12,28 @@ import typer
 
 from data import SYNTHETIC, DataError, find_fer2013, load_dataset
 
-from . import limits, paths
+from . import limits, numbers, paths, streams
 from .errors import SweepError
 from .proxy import DEFAULT_CONNECTIONS, DEFAULT_PORT
 from .storage import DEFAULT_STORAGE, MAX_STUDY_NAME, check_storage, mask, normalize, open_storage
 from .study_file import StudySpec, load_study_file
+from .usage import OneLineUsage
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=OneLineUsage, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
 
 StorageOpt = Annotated[str, typer.Option("--storage", metavar="URL",
                                          help="Optuna storage: sqlite:///FILE, a file path, postgresql://USER@HOST/DB, or grpc://HOST:PORT (a `sweep proxy`).")]
+ServedStorageOpt = Annotated[str, typer.Option("--storage", metavar="URL",
+                                               help="The database to serve: sqlite:///FILE, a file path or postgresql://USER@HOST/DB (not another proxy's grpc://).")]
 StoredStudyOpt = Annotated[Optional[str], typer.Option("--study", metavar="NAME",
                                                        help="A study in the storage, as `sweep studies` lists it [default: the only one].")]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE", help="auto (CUDA, then MPS, then CPU), cpu, cuda or cuda:N.")]
-WorkersOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Worker processes training at once [default: one per GPU, or 1].")]
+WorkersOpt = Annotated[Optional[int], typer.Option(parser=numbers.option(int), metavar="N", help="Worker processes training at once [default: one per GPU, or 1].")]
 GpusOpt = Annotated[Optional[str], typer.Option(metavar="LIST", help="GPU indices to use, e.g. 0,1 [default: all].")]
-PerGpuOpt = Annotated[Optional[int], typer.Option(min=1, metavar="K", help="Worker processes on each GPU [default: 1].")]
-TimeoutOpt = Annotated[Optional[float], typer.Option(min=0, metavar="SECONDS", help="Start no new trial after this many seconds.")]
-KeepTopOpt = Annotated[int, typer.Option(min=0, metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
+PerGpuOpt = Annotated[Optional[int], typer.Option(parser=numbers.option(int, 1), metavar="K", help="Worker processes on each GPU [default: 1].")]
+TimeoutOpt = Annotated[Optional[float], typer.Option(parser=numbers.option(float, 0), metavar="SECONDS", help="Start no new trial after this many seconds.")]
+KeepTopOpt = Annotated[int, typer.Option(parser=numbers.option(int, 0), metavar="K", help="Keep the weights of the K best trials; 0 keeps none.")]
 CompileOpt = Annotated[str, typer.Option(metavar="MODE", help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only); speed only, see docs/benchmarks.md.")]
 EngineOpt = Annotated[str, typer.Option(metavar="plain|auto|graph[:K]|multi[:K]|fused[:K]", help="How a worker trains: plain, one trial at a time; graph, up to K trials (4) of any hyperparameters side by side, each trial's step replayed as one CUDA graph (eager on a CPU); multi, the same without graphs; fused, up to K trials (16) that share batch size, width, optimizer and precision as one network; auto, on a GPU the fastest of these as each worker measures it at its start (plain elsewhere). See docs/engines.md.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress: only warnings, errors (one line each) and the final summary line.")]
@@ -57,6 +60,12 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
     Start with `sweep run`; then look with `sweep studies`, `sweep best`, `sweep dashboard`,
     `sweep export` and `sweep report`."""
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Text made of what a storage holds (names, attributes): each line with its control and
+    invisible characters written out, as a study name given to `sweep run` may not hold them."""
+    typer.echo("\n".join(limits.printable(line) for line in text.split("\n")), err=err)
 
 
 def _fail(message: str, code: int = 2):
@@ -178,14 +187,14 @@ def _resolve(study: Optional[str], data: Optional[str]) -> tuple[StudySpec, str,
 @app.command(short_help="Run a sweep until the study holds --trials finished trials.")
 @friendly
 def run(
-    trials: Annotated[int, typer.Option(min=1, metavar="N", help="Finished trials (complete + pruned) the study should hold: the study's budget, not this process's.")] = 50,
+    trials: Annotated[int, typer.Option(parser=numbers.option(int, 1), metavar="N", help="Finished trials (complete + pruned) the study should hold: the study's budget, not this process's.")] = 50,
     study: Annotated[Optional[str], typer.Option(metavar="FILE|NAME", help="Study file: a .toml path, or a shipped name (quick, default, paper, beyond) [default: default with FER2013 in place, else quick].")] = None,
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Name of the study in the storage [default: the study file's name].")] = None,
     data: Annotated[Optional[str], typer.Option(metavar="PATH|synthetic", help="FER2013 file or image folder, or 'synthetic' [default: the study file's; fer2013 is data/fer2013.csv[.gz] or $SWEEP_DATA].")] = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     device: DeviceOpt = "auto",
     timeout: TimeoutOpt = None,
-    seed: Annotated[Optional[int], typer.Option(metavar="N", help="Study seed [default: the study file's].")] = None,
+    seed: Annotated[Optional[int], typer.Option(parser=numbers.option(int), metavar="N", help="Study seed [default: the study file's].")] = None,
     add: Annotated[bool, typer.Option("--add", help="Run --trials more on top of those already finished.")] = False,
     workers: WorkersOpt = None,
     gpus: GpusOpt = None,
@@ -200,9 +209,10 @@ def run(
 
     A rerun of the same command resumes and never overshoots; Ctrl-C marks the running trials FAIL
     and exits 130."""
-    from .locks import sqlite_writer_lock
+    streams.incidental()  # the training and what it stores are the point, not the closing line
+    from .locks import budget_lock, sqlite_writer_lock
     from .pool import fork_server
-    from .runner import Interrupted, plan_workers, run_sweep
+    from .runner import Interrupted, plan_workers, refuse_foreign, run_sweep
 
     limits.options(trials=trials, seed=seed, workers=workers, per_gpu=per_gpu, timeout=timeout, keep_top=keep_top,
                    name=name, study=study, data=data, storage=storage, artifact_dir=artifact_dir)
@@ -232,6 +242,10 @@ def run(
         try:
             with sqlite_writer_lock(url):
                 st = open_storage(url, create=True, checked=True)  # checked above, before the data was read
+                with budget_lock(st, name or spec.name):  # a run creating the study holds it until it is whole
+                    found = next((x for x in st.get_all_studies() if x.study_name == (name or spec.name)), None)
+                if found is not None:  # another tool's study: refused before a word of the run is said
+                    refuse_foreign(st, found)
                 if not quiet:
                     typer.echo(banner, err=True)
                 summary = run_sweep(spec, dataset, st, trials=trials, name=name, add=add, device=device,
@@ -292,12 +306,9 @@ def _default_artifact_dir(url: str) -> str:
 def _parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
     if gpus is None:
         return None
-    try:
-        out = [int(g) for g in gpus.split(",") if g.strip()]
-    except ValueError:
-        raise SweepError(f"--gpus {gpus}: expected GPU indices like 0,1") from None
-    if not out:
-        raise SweepError("--gpus: no GPU index given")
+    out = numbers.whole_list(gpus, "--gpus", "0,1")
+    if min(out) < 0:
+        raise SweepError(f"--gpus {gpus}: expected GPU indices like 0,1")
     limits.counts("--gpus", out, limits.MAX_COUNTS - 1)
     return out
 
@@ -320,10 +331,12 @@ def worker(
     quiet: QuietOpt = False,
 ):
     """Join a stored study (made by `sweep run`) and train its trials until its budget is met."""
+    streams.incidental()  # the training and what it stores are the point, not the closing line
     from .locks import sqlite_writer_lock
     from .pool import fork_server
+    from .attrs import study_attrs
     from .runner import Interrupted, plan_workers, run_sweep
-    from .stored import pick_study, spec_and_data
+    from .stored import pick_study, require_sweep_study, spec_and_data
 
     limits.options(workers=workers, per_gpu=per_gpu, timeout=timeout, keep_top=keep_top, data=data, storage=storage,
                    artifact_dir=artifact_dir)
@@ -334,25 +347,27 @@ def worker(
     with fork_server():  # the workers' torch loads while the storage and the data do
         st = open_storage(url, create=False)
         s = pick_study(st, study)
-        attrs = s.user_attrs
+        require_sweep_study(s, "sweep worker")
+        attrs = study_attrs(s.user_attrs)  # what another client rewrote into something else counts as missing
         if "target_trials" not in attrs:
-            raise SweepError(f"study '{study}' was not made by `sweep run`; start it with sweep run first")
-        spec, dataset = spec_and_data(s, data)
+            raise SweepError(f"study '{study}' records no budget (it was never run, or another client rewrote it); "
+                             "set one with sweep run --trials N")
+        spec, dataset = spec_and_data(s, data, "sweep worker")
         if keep_top > 0:
             paths.folder(Path(artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url)), "--artifact-dir ")
         if not quiet:
-            typer.echo(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
+            _say(f"joining study '{study}' in {mask(url)}: budget {attrs['target_trials']} finished trials", err=True)
         try:
             with sqlite_writer_lock(url):
-                summary = run_sweep(spec, dataset, st, trials=int(attrs["target_trials"]), name=study, device=device,
-                                    timeout_s=timeout, seed=int(attrs.get("seed", spec.seed)), workers=workers,
+                summary = run_sweep(spec, dataset, st, trials=attrs["target_trials"], name=study, device=device,
+                                    timeout_s=timeout, seed=attrs.get("seed", spec.seed), workers=workers,
                                     gpus=gpu_list, per_gpu=per_gpu, keep_top=keep_top, compile=compile, engine=engine,
                                     artifact_dir=artifact_dir or attrs.get("artifact_dir") or _default_artifact_dir(url),
                                     progress=not quiet)
         except Interrupted:
             _say_interrupted("sweep: interrupted; trials in training were marked FAIL, trials not yet trained wait "
                              "for the next run.")
-    typer.echo(f"study '{study}': {_finished(summary)}; this worker ran {summary.ran}")
+    _say(f"study '{study}': {_finished(summary)}; this worker ran {summary.ran}")
 
 
 @app.command(short_help="List the studies in a storage with their progress and best value.")
@@ -364,24 +379,27 @@ def studies(storage: StorageOpt = DEFAULT_STORAGE, json_out: JsonOpt = False):
     limits.options(storage=storage)
     rows = study_rows(open_storage(storage, create=False))
     if json_out:
-        import json
+        from .attrs import dumps
 
         out = [{"study": r["study"], "data": r["data"], "budget": r["budget"], "finished": r["complete"] + r["pruned"],
-                **{k: r[k] for k in ("complete", "pruned", "failed", "running", "training", "waiting", "best_value")}}
+                **{k: r[k] for k in ("complete", "pruned", "failed", "running", "training", "waiting", "best_value",
+                                     "objective", "direction")}}
                for r in rows]
-        typer.echo(json.dumps(out, indent=2))
+        typer.echo(dumps(out, indent=2))
         return
     if not rows:
         typer.echo(f"no studies in {mask(normalize(storage))}")
         return
     header = (f"{'study':<24} {'data':<10} {'finished':>9} {'complete':>8} {'pruned':>7} {'failed':>7} "
-              f"{'training':>8} {'waiting':>7} {'best val':>9}")
+              f"{'training':>8} {'waiting':>7} {'best':>12}")
     typer.echo(header)
     for r in rows:
-        best = f"{r['best_value']:.2%}" if r["best_value"] is not None else "-"
+        what = r["shown"]  # sweep's val accuracy in %; another tool's objective as a number, its direction beside
+        best = "-" if what is None or r["best_value"] is None else what.show(r["best_value"]) + (
+            "" if what.accuracy else f" ({what.direction[:3]})")
         finished = f"{r['complete'] + r['pruned']}/{r['budget'] if r['budget'] is not None else '-'}"
-        typer.echo(f"{limits.printable(r['study']):<24} {r['data']:<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
-                   f"{r['failed']:>7} {r['training']:>8} {r['waiting']:>7} {best:>9}")
+        _say(f"{limits.printable(r['study']):<24} {limits.printable(r['data'] or ('?' if r['by_sweep'] else '-')):<10} {finished:>9} {r['complete']:>8} {r['pruned']:>7} "
+                   f"{r['failed']:>7} {r['training']:>8} {r['waiting']:>7} {best:>12}")
 
 
 @app.command(short_help="Print a study's best trial: value, parameters, how it was measured.")
@@ -397,21 +415,20 @@ def best(
     limits.options(storage=storage)
     s = pick_study(open_storage(storage, create=False), study)
     if json_out:
-        import json
+        from .attrs import dumps
 
-        typer.echo(json.dumps(best_record(s), indent=2))
+        typer.echo(dumps(best_record(s), indent=2))
         return
-    for line in best_trial_lines(s):
-        typer.echo(line)
+    _say("\n".join(best_trial_lines(s)))
 
 
 @app.command(short_help="Serve a database to many workers through Optuna's gRPC storage proxy.")
 @friendly
 def proxy(
-    storage: StorageOpt = DEFAULT_STORAGE,
-    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind. Anything but localhost lets the network read and write the studies: no password, no encryption; bind to the cluster's private network only.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="PORT", help="TCP port.")] = DEFAULT_PORT,
-    connections: Annotated[int, typer.Option(min=4, max=1000, metavar="N", help="Database connections the proxy may hold at most, however many workers use it.")] = DEFAULT_CONNECTIONS,
+    storage: ServedStorageOpt = DEFAULT_STORAGE,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind. Anything but localhost lets the network read and write the studies: no password, no encryption (the command says so as it starts); bind to the cluster's private network only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", parser=numbers.option(int, 1, 65535), metavar="PORT", help="TCP port.")] = DEFAULT_PORT,
+    connections: Annotated[int, typer.Option(parser=numbers.option(int, 4, 1000), metavar="N", help="Database connections the proxy may hold at most, however many workers use it.")] = DEFAULT_CONNECTIONS,
 ):
     """Serve a storage to many workers: they pass --storage grpc://HOST:PORT and the database sees one
     process. Keeps each study's budget exact, records the workers' heartbeats and re-queues the trials
@@ -429,8 +446,8 @@ def proxy(
 @friendly
 def dashboard(
     storage: StorageOpt = DEFAULT_STORAGE,
-    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind; anything but localhost shows the studies to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, metavar="PORT", help="TCP port.")] = 8080,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind. Anything but localhost serves every study in the storage, and the kept weights to download, to the network: no password, no encryption (the command says so as it starts).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", parser=numbers.option(int, 1, 65535), metavar="PORT", help="TCP port.")] = 8080,
     artifact_dir: Annotated[Optional[str], typer.Option(metavar="DIR", help="The kept weights to show [default: the folder the storage's studies recorded].")] = None,
 ):
     """Serve optuna-dashboard on a study storage (safe while a sweep writes it)."""
@@ -438,7 +455,7 @@ def dashboard(
 
     limits.options(storage=storage, host=host, artifact_dir=artifact_dir)
     try:
-        serve(storage, host, port, artifact_dir, lambda line: typer.echo(line, err=True))
+        serve(storage, host, port, artifact_dir, lambda line: _say(line, err=True))
     except KeyboardInterrupt:
         raise typer.Exit(0)
 
@@ -460,7 +477,7 @@ def export(
     study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="csv, md, latex, json or html.")] = "md",
-    top: Annotated[int, typer.Option(min=1, metavar="K", help="How many of the best complete trials.")] = 10,
+    top: Annotated[int, typer.Option(parser=numbers.option(int, 1), metavar="K", help="How many of the best complete trials.")] = 10,
     by: Annotated[Optional[str], typer.Option(metavar="PARAM", help="The best trial for each value of this parameter, e.g. optimizer.")] = None,
     per_class: Annotated[bool, typer.Option("--per-class", help="Add each class's val accuracy (recall).")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write here instead of to standard output.")] = None,
@@ -500,10 +517,10 @@ def report(
 @app.command(short_help="Measure training speed against a baseline in the same run.")
 @friendly
 def bench(
-    steps: Annotated[int, typer.Option(min=2, metavar="N", help="Training steps per measurement.")] = 20,
-    batch_size: Annotated[int, typer.Option(min=2, metavar="N", help="Images per step.")] = 128,
-    width: Annotated[float, typer.Option(min=0.01, metavar="W", help="Network width; 1.0 is the paper's network.")] = 1.0,
-    repeats: Annotated[int, typer.Option(min=1, metavar="N", help="Alternating repeats of what is compared.")] = 3,
+    steps: Annotated[int, typer.Option(parser=numbers.option(int, 2), metavar="N", help="Training steps per measurement.")] = 20,
+    batch_size: Annotated[int, typer.Option(parser=numbers.option(int, 2), metavar="N", help="Images per step.")] = 128,
+    width: Annotated[float, typer.Option(parser=numbers.option(float, 0.01), metavar="W", help="Network width; 1.0 is the paper's network.")] = 1.0,
+    repeats: Annotated[int, typer.Option(parser=numbers.option(int, 1), metavar="N", help="Alternating repeats of what is compared.")] = 3,
     data: Annotated[Optional[str], typer.Option(metavar="PATH", help="FER2013 file to draw the images from [default: synthetic].")] = None,
     device: DeviceOpt = "auto",
     compile: CompileOpt = "off",
@@ -511,7 +528,7 @@ def bench(
     fuse: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials fused into one network, for each K in a list like 1,4,16,32, against one plain trial.")] = None,
     multi: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: images/s of K trials side by side in one process (--engine multi), for each K in a list like 1,2,4,8, against one plain trial.")] = None,
     graph: Annotated[Optional[str], typer.Option(metavar="LIST", help="Instead: the same with each trial's step replayed as a CUDA graph (--engine graph; eager on a CPU), for each K in a list like 1,2,4,8,16.")] = None,
-    window: Annotated[float, typer.Option(min=0.0, max=600.0, metavar="S", help="With --fuse, --multi or --graph: seconds timed per figure and round, at least.")] = 1.0,
+    window: Annotated[float, typer.Option(parser=numbers.option(float, 0, 600), metavar="S", help="With --fuse, --multi or --graph: seconds timed per figure and round, at least.")] = 1.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Measure training speed: this trainer against a paper-style per-image DataLoader pipeline."""
@@ -553,11 +570,8 @@ def bench(
 
 
 def _counts(option: str, text: str) -> list[int]:
-    try:
-        ks = [int(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        raise SweepError(f"{option} {text}: expected trial counts like 1,2,4,8") from None
-    if not ks or min(ks) < 1:
+    ks = numbers.whole_list(text, option, "1,2,4,8")
+    if min(ks) < 1:
         raise SweepError(f"{option} {text}: expected trial counts of at least 1, like 1,2,4,8")
     limits.counts(option, ks, limits.max_workers() if option == "--pack" else limits.MAX_CONCURRENT)
     return ks
@@ -568,12 +582,13 @@ def _counts(option: str, text: str) -> list[int]:
 def confirm(
     study: StoredStudyOpt = None,
     storage: StorageOpt = DEFAULT_STORAGE,
-    top: Annotated[int, typer.Option(min=1, metavar="K", help="How many of the best trials to re-train.")] = 3,
-    seeds: Annotated[int, typer.Option(min=1, metavar="N", help="New seeds per trial.")] = 3,
+    top: Annotated[int, typer.Option(parser=numbers.option(int, 1), metavar="K", help="How many of the best trials to re-train.")] = 3,
+    seeds: Annotated[int, typer.Option(parser=numbers.option(int, 1), metavar="N", help="New seeds per trial.")] = 3,
     data: Annotated[Optional[str], typer.Option(metavar="PATH", help="The study's data on this machine [default: the path the study recorded].")] = None,
     device: DeviceOpt = "auto",
 ):
     """Re-train the top trials with new seeds and record mean and std of val and test accuracy."""
+    streams.incidental()  # the training and what it stores are the point, not the closing line
     limits.options(top=top, seeds=seeds, data=data, storage=storage)
     _import_torch()
     from model import resolve_device
@@ -590,7 +605,7 @@ def confirm(
     url = normalize(storage)
     st = open_storage(url, create=False)
     s = pick_study(st, study)
-    spec, dataset = spec_and_data(s, data)
+    spec, dataset = spec_and_data(s, data, "sweep confirm")
     try:
         with sqlite_writer_lock(url):
             records = run_confirm(s, spec, dataset, top=top, seeds=seeds, device=device,
@@ -633,9 +648,10 @@ def predict(
 
     from .predict import SYNTHETIC_NOTE, format_predictions, trained_on
     from .predict import predict as run_predict
-    from .stored import pick_study
+    from .stored import pick_study, require_sweep_study
 
     s = pick_study(open_storage(storage, create=False), study)
+    require_sweep_study(s, "sweep predict")
     number, rows = run_predict(s, images)
     data_name = trained_on(s)
     if json_out:
@@ -644,17 +660,23 @@ def predict(
             out["note"] = SYNTHETIC_NOTE
         typer.echo(json.dumps(out, indent=2))
     else:
-        typer.echo(format_predictions(number, rows, data_name))
+        _say(format_predictions(number, rows, data_name))
 
 
 def main() -> None:
     """Run the CLI. Typer turns a Ctrl-C that lands outside a command (while it parses the
     arguments, say) into a silent exit 130: that one gets its line here too."""
+    from .streams import output_lost
+
     try:
         app(prog_name="sweep")
     except SystemExit as e:
         if e.code == 130 and not _interrupted_said:
             typer.echo("sweep: interrupted", err=True)
+        if e.code in (0, None) and output_lost():  # what the command was for went nowhere
+            typer.echo("sweep: error: standard output is closed, so the output was not written anywhere; "
+                       "open it (or write to a file with -o where the command has it)", err=True)
+            raise SystemExit(2) from None
         raise
 
 

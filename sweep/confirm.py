@@ -35,7 +35,7 @@ def confirm(study: optuna.Study, spec, dataset, *, top: int, seeds: int, device:
         raise SweepError(f"study '{study.study_name}' has no complete trial to confirm")
     from model import train  # imported here: reading confirmations (export) needs no torch
 
-    study_seed = int(study.user_attrs.get("seed", spec.seed))
+    study_seed = _seed(study.user_attrs, spec.seed)
     out = []
     with InterruptOnce():
         try:
@@ -60,6 +60,13 @@ def confirm(study: optuna.Study, spec, dataset, *, top: int, seeds: int, device:
             raise Interrupted() from None  # every seed trained so far is stored
     check_same_file(study._storage)  # deleted after the last seed: not recorded after all
     return out
+
+
+def _seed(study_user_attrs: dict, default: int) -> int:
+    from .attrs import count
+
+    seed = count(study_user_attrs.get("seed"))
+    return default if seed is None else seed
 
 
 def _recorded(earlier: dict | None, used: list[int]) -> tuple[list[float], list[float], list[int]]:
@@ -88,5 +95,22 @@ def _record(number: int, seeds: list[int], val: list[float], test: list[float]) 
 
 
 def confirmations(study_user_attrs: dict) -> dict[int, dict]:
-    return {int(k[len(CONFIRM_PREFIX):]): json.loads(v) for k, v in study_user_attrs.items()
-            if k.startswith(CONFIRM_PREFIX)}
+    """The confirmations a study recorded, by trial number. Another client may have rewritten any
+    of them: a record that is no JSON object is left out, and within one a value of another kind
+    counts as missing (a list of seeds with something else in it, as none recorded)."""
+    from . import attrs
+
+    out = {}
+    for key, value in study_user_attrs.items():
+        number = key[len(CONFIRM_PREFIX):]
+        found = attrs.json_object(value) if key.startswith(CONFIRM_PREFIX) and number.isascii() and number.isdigit() else None
+        if found is None:
+            continue
+        raw = json.loads(found)
+        lists = {k: raw.get(k) if isinstance(raw.get(k), list) else [] for k in ("seeds", "val", "test")}
+        if not all(attrs.count(s) is not None for s in lists["seeds"]) or \
+                not all(attrs.number(v) is not None for v in lists["val"] + lists["test"]):
+            lists = {"seeds": [], "val": [], "test": []}
+        out[int(number)] = {"trial": int(number), **lists,
+                            **{k: attrs.number(raw.get(k)) for k in ("val_mean", "val_std", "test_mean", "test_std")}}
+    return out

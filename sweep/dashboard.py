@@ -23,6 +23,18 @@ def check_port(host: str, port: int) -> None:
             raise SweepError(f"cannot serve on {host}:{port}: {reason} (pick another --port)") from None
 
 
+def exposed(host: str) -> bool:
+    """Whether binding `host` lets other machines connect: anything but a loopback address."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it names a network interface
+        return True
+
+
 def recorded_artifact_dir(storage) -> str | None:
     """The folder where `sweep run` kept the weights of this storage's studies, if it still exists."""
     for study in storage.get_all_studies():  # without their trials
@@ -94,6 +106,9 @@ def only_present_artifacts(storage, artifact_dir: str):
 def serve(storage_url: str, host: str, port: int, artifact_dir: str | None, announce) -> None:
     storage = open_storage(storage_url, create=False)
     check_port(host, port)
+    if exposed(host):
+        announce(f"sweep dashboard: --host {host} serves every study in this storage, and the kept weights to "
+                 f"download, to anyone who can reach port {port} of this machine: no password, no encryption")
     artifact_store = None
     if artifact_dir is not None and not Path(artifact_dir).is_dir():
         raise SweepError(f"--artifact-dir {artifact_dir}: no such directory")

@@ -26,6 +26,9 @@ def _exit_interrupted() -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
+    from .streams import guard
+
+    guard()  # before anything can print or open a file: see sweep.streams
     try:
         from .cli import main as cli_main
 

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial
 from data import CLASSES
 from model import accuracy_by_class
 
+from .attrs import dumps
 from .confirm import confirmations
 from .errors import SweepError
 from .limits import printable
@@ -42,6 +43,10 @@ CONFIRM_COLUMNS = ["val_mean", "val_std", "test_mean", "test_std", "n_seeds"]
 
 
 def columns(res: StudyResults, per_class: bool = False) -> list[str]:
+    if not res.by_sweep:  # another tool's study: its parameters and its own objective, nothing of sweep's
+        if per_class:
+            raise SweepError(f"--per-class: study '{res.name}' was made by another tool and has no confusion matrices")
+        return ["rank", "trial", *res.params, res.objective.column]
     cols = ["rank", "trial", *res.params, "val_acc", "test_acc"]
     if confirmations(res.user_attrs):
         cols += CONFIRM_COLUMNS
@@ -54,6 +59,9 @@ def raw_row(res: StudyResults, rank: int, t: FrozenTrial, per_class: bool = Fals
     a = t.user_attrs
     row = {"rank": rank, "trial": t.number}
     row.update({p: param_value(t, p, res.fixed) for p in res.params})
+    if not res.by_sweep:
+        row[res.objective.column] = t.value
+        return row
     row.update({"val_acc": t.value, "test_acc": a.get("test_acc")})
     confirmed = confirmations(res.user_attrs)
     if confirmed:
@@ -61,7 +69,8 @@ def raw_row(res: StudyResults, rank: int, t: FrozenTrial, per_class: bool = Fals
         row.update({"val_mean": c.get("val_mean"), "val_std": c.get("val_std"), "test_mean": c.get("test_mean"),
                     "test_std": c.get("test_std"), "n_seeds": len(c["seeds"]) if c else None})
     if per_class:
-        recall = accuracy_by_class(json.loads(a["val_confusion"])) if "val_confusion" in a else [None] * len(CLASSES)
+        matrix = json.loads(a["val_confusion"]) if "val_confusion" in a else None
+        recall = accuracy_by_class(matrix) if matrix and len(matrix) == len(CLASSES) else [None] * len(CLASSES)
         row.update({f"val_acc_{c.lower()}": v for c, v in zip(CLASSES, recall)})
     row.update({"train_s": a.get("train_s"), "device": a.get("device_name")})
     return row
@@ -69,19 +78,26 @@ def raw_row(res: StudyResults, rank: int, t: FrozenTrial, per_class: bool = Fals
 
 def summary(res: StudyResults) -> dict:
     c = res.counts
-    return {"study": res.name, "data": res.data_name, "complete": c["complete"], "pruned": c["pruned"],
-            "failed": c["failed"], "compute_s": round(res.compute_s, 3)}
+    out = {"study": res.name, "data": res.data_name if res.by_sweep else None, "complete": c["complete"],
+           "pruned": c["pruned"], "failed": c["failed"], "compute_s": round(res.compute_s, 3) if res.by_sweep else None}
+    if not res.by_sweep:
+        out.update(objective=res.objective.name, direction=res.objective.direction)
+    return out
 
 
 def summary_line(res: StudyResults) -> str:
     s = summary(res)
-    return (f"Study '{s['study']}' on {s['data']}: {s['complete']} complete, {s['pruned']} pruned, "
-            f"{s['failed']} failed trials; {s['compute_s']:.1f} s of training in total.")
+    counts = f"{s['complete']} complete, {s['pruned']} pruned, {s['failed']} failed trials"
+    if not res.by_sweep:
+        return f"Study '{s['study']}', made by another tool ({s['direction']} {s['objective']}): {counts}."
+    return f"Study '{s['study']}' on {s['data']}: {counts}; {s['compute_s']:.1f} s of training in total."
 
 
 def human(res: StudyResults, col: str, value) -> str:
     if value is None:
         return "-"
+    if not res.by_sweep and col == res.objective.column:
+        return res.objective.show(value)
     if col in ("val_acc", "test_acc", "val_mean", "test_mean", "val_std", "test_std") or col.startswith("val_acc_"):
         return f"{100 * value:.2f}%"
     if col == "train_s":
@@ -108,8 +124,8 @@ def render(res: StudyResults, trials: list[FrozenTrial], fmt: str, per_class: bo
             w.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else _csv_cell(v)) for k, v in r.items()})
         return out.getvalue()
     if fmt == "json":
-        return json.dumps({"summary": summary(res), "columns": cols, "rows": rows}, indent=2) + "\n"
-    heads = [HEADERS.get(c, c) for c in cols]
+        return dumps({"summary": summary(res), "columns": cols, "rows": rows}, indent=2) + "\n"
+    heads = [res.objective.name if not res.by_sweep and c == res.objective.column else HEADERS.get(c, c) for c in cols]
     cells = [[human(res, c, r[c]) for c in cols] for r in rows]
     if fmt == "md":
         lines = ["| " + " | ".join(map(_md_escape, heads)) + " |",

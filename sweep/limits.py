@@ -66,31 +66,55 @@ def text(what: str, value: str, ceiling: int) -> None:
 # escape sequences), line and paragraph separators, surrogates, and the bidirectional overrides
 # that make text read in another order than it is stored.
 BIDI_CONTROLS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Characters nobody sees, so that two names differing only in them look the same in every listing:
+# format characters (zero-width space and joiners, word joiner, soft hyphen, byte-order mark),
+# spaces other than the plain one, and Unicode's other default-ignorable characters (the combining
+# grapheme joiner, fillers, variation selectors).
+_IGNORABLE = set("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0")
+
+
+def _is_control(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in BIDI_CONTROLS
+
+
+def _is_invisible(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    return (category == "Cf" or (category == "Zs" and ch != " ") or ch in _IGNORABLE
+            or "\ufe00" <= ch <= "\ufe0f" or "\U000e0100" <= ch <= "\U000e01ef")
 
 
 def control_char(value: str) -> str | None:
     """The first control character in `value`, as U+XXXX, or None."""
     for ch in value:
-        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in BIDI_CONTROLS:
+        if _is_control(ch):
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def invisible_char(value: str) -> str | None:
+    """The first character of `value` that prints as nothing (or as a plain space), as U+XXXX, or None."""
+    for ch in value:
+        if _is_invisible(ch):
             return f"U+{ord(ch):04X}"
     return None
 
 
 def printable(message: str) -> str:
-    """`message` with its control characters written as \\xNN or \\uNNNN: a path or name holding a
-    newline or an escape sequence stays one line and cannot drive the terminal."""
-    if control_char(message) is None:
+    """`message` with its control and invisible characters written as \\xNN or \\uNNNN: a path or
+    name holding a newline or an escape sequence stays one line and cannot drive the terminal, and
+    one holding a zero-width space shows it."""
+    if control_char(message) is None and invisible_char(message) is None:
         return message
-    return "".join(ch.encode("unicode_escape").decode("ascii")
-                   if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or ch in BIDI_CONTROLS else ch
+    return "".join(ch.encode("unicode_escape").decode("ascii") if _is_control(ch) or _is_invisible(ch) else ch
                    for ch in message)
 
 
 def name(what: str, value: str) -> None:
-    """A study name: printed in tables, exports and reports, so no control characters."""
-    bad = control_char(value)
+    """A study name: printed in tables, exports and reports, so no control characters, and none
+    that cannot be seen."""
+    bad = control_char(value) or invisible_char(value)
     if bad is not None:
-        raise SweepError(f"{what}: a study name cannot hold control characters (found {bad}); "
+        raise SweepError(f"{what}: a study name cannot hold control characters or invisible ones (found {bad}); "
                          "use letters, digits, spaces and punctuation")
 
 

@@ -183,6 +183,7 @@ def worker_env(environ, gpu: int | None) -> dict:
 def parse_engine(engine: str) -> tuple[str, int]:
     """'plain' -> ('plain', 1); 'fused' or 'fused:K', 'multi' or 'multi:K' -> (engine, K)."""
     from .limits import MAX_CONCURRENT, at_most, text
+    from .numbers import whole
 
     text("--engine", engine, 40)
     kind, colon, k = engine.strip().partition(":")
@@ -191,9 +192,9 @@ def parse_engine(engine: str) -> tuple[str, int]:
     if not colon:  # auto: the most its worker may choose, until it has
         return kind, DEFAULT_CONCURRENT.get(kind, MAX_CONCURRENT if kind == "auto" else 1)
     try:
-        n = int(k)
-    except ValueError:
-        raise SweepError(f"--engine {engine}: K must be a whole number, as in {kind}:4") from None
+        n = whole(k, "")  # plain digits: int() would read multi:4_0 as 40
+    except SweepError:
+        raise SweepError(f"--engine {engine}: K must be a whole number in plain digits, as in {kind}:4") from None
     if n < 1:
         raise SweepError(f"--engine {engine}: K must be at least 1 trial per worker")
     at_most(f"--engine {kind}:K, K =", n, MAX_CONCURRENT, " trials per worker")

@@ -10,27 +10,26 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from data import CLASSES, IMAGE_SIZE, equalize
+from data import CLASSES, equalize
 
-from . import paths
+from . import attrs, paths
 from .errors import SweepError
 from .study_file import parse_study
 
 
 def load_image(path: str) -> np.ndarray:
-    """Any image file -> (48, 48) uint8 grayscale, resized and histogram-equalised as in training."""
-    from PIL import Image, UnidentifiedImageError
+    """Any image file -> (48, 48) uint8 grayscale, resized and histogram-equalised as in training
+    (16-bit images scaled, not clipped: data.images)."""
+    from PIL import UnidentifiedImageError
+
+    from data.images import ImageError, read_gray48
 
     p = Path(path)
     paths.regular_file(p)  # a FIFO would wait forever, a device never end
     try:
-        with Image.open(p) as im:
-            im = im.convert("L")
-            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except Image.DecompressionBombError:  # more pixels than Pillow's ceiling (about 179 million)
-        raise SweepError(f"{path}: the image is larger than {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
+        arr = read_gray48(p)
+    except ImageError as e:
+        raise SweepError(f"{path}: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise SweepError(f"{path}: not a readable image ({type(e).__name__})") from None
     return equalize(arr[None])[0]
@@ -41,7 +40,7 @@ def best_with_weights(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, st
     from optuna.artifacts import FileSystemArtifactStore
 
     root = study.user_attrs.get("artifact_dir")
-    if not root or not os.path.isdir(root):
+    if not isinstance(root, str) or not root or not os.path.isdir(root):
         raise SweepError(f"study '{study.study_name}' kept no weights here (artifact dir "
                          f"{root or 'not recorded'}); run the sweep with --keep-top K")
     store = FileSystemArtifactStore(root)
@@ -68,7 +67,11 @@ def predict(study: optuna.Study, images: list[str]) -> tuple[int, list[dict]]:
 
     arrays = [load_image(p) for p in images]  # every file checked before any work
     trial, weights = best_with_weights(study)
-    spec = parse_study(json.loads(study.user_attrs["definition"]), Path(study.user_attrs.get("study_file", "study")))
+    stored = attrs.study_attrs(study.user_attrs)
+    if "definition" not in stored:
+        raise SweepError(f"study '{study.study_name}': its stored definition was rewritten by another client and "
+                         "cannot be read, so the weights' network is unknown")
+    spec = parse_study(json.loads(stored["definition"]), Path(stored.get("study_file", "study")))
     width = spec.config_for(trial.params, seed=0).width
     net = FERNet(width)
     try:
@@ -92,7 +95,9 @@ SYNTHETIC_NOTE = ("these weights were trained on the built-in synthetic faces, n
 
 
 def trained_on(study: optuna.Study) -> str:
-    return str(study.user_attrs.get("data_name", "unknown"))
+    from .attrs import text
+
+    return text(study.user_attrs.get("data_name")) or "unknown"
 
 
 def format_predictions(trial_number: int, rows: list[dict], data_name: str = "FER2013") -> str:

@@ -154,7 +154,7 @@ def serve(storage_url: str, host: str, port: int, connections: int, announce) ->
 
     from optuna.storages._cached_storage import _CachedStorage
 
-    from .dashboard import check_port
+    from .dashboard import check_port, exposed
     from .locks import sqlite_writer_lock
 
     url = normalize(storage_url)
@@ -181,6 +181,9 @@ def serve(storage_url: str, host: str, port: int, connections: int, announce) ->
             raise SweepError(f"cannot serve on {host}:{port} (pick another --port)")
         server.start()
         reaper.start()
+        if exposed(host):
+            announce(f"sweep proxy: --host {host} lets anyone who can reach port {port} of this machine read and write "
+                     "every study in the storage: no password, no encryption; keep it on the cluster's private network")
         announce(f"storage proxy for {mask(url)} on grpc://{shown}:{port}, at most {connections} database "
                  "connections (Ctrl-C to stop)")
         try:

@@ -13,6 +13,7 @@ import os
 import optuna
 from optuna.trial import TrialState
 
+from .attrs import count
 from .provenance import host
 
 # How often a running trial's heartbeat is written (s), and how old a heartbeat may get before its
@@ -37,7 +38,7 @@ def beat(storage, trial_id: int) -> None:
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> None:
     """Queue a failed trial again with its parameters and seed, a bounded number of times."""
-    retries = int(trial.user_attrs.get("retries", 0))
+    retries = count(trial.user_attrs.get("retries")) or 0
     if retries < MAX_RETRIES and trial.params:
         study.enqueue_trial(trial.params, user_attrs={"seed": trial.user_attrs.get("seed"), "retries": retries + 1,
                                                       "retry_of": trial.number, "retry_reason": reason[:500]})

@@ -20,9 +20,10 @@ from plotly.offline import get_plotlyjs
 
 from data import CLASSES
 
-from .export import render as render_table
 from .errors import SweepError
+from .export import render as render_table
 from .export import select
+from .limits import printable
 from .results import StudyResults, load_results, param_value
 
 TOP_CURVES = 5  # complete trials whose per-epoch curves are drawn in colour
@@ -42,6 +43,11 @@ table.best-params { border-collapse: collapse; font-size: .9rem; }
 table.best-params th, table.best-params td { border-bottom: 1px solid #ddd; padding: .3rem .6rem; text-align: right; }
 .meta { color: #555; font-size: .9rem; }
 """
+
+
+def _escape(text) -> str:
+    """Text from the storage for the page: HTML-escaped, control and invisible characters written out."""
+    return html.escape(printable(str(text)))
 
 
 class _Figures:
@@ -66,11 +72,11 @@ class _Figures:
                           default_width="100%", default_height=f"{FIG_HEIGHT}px",
                           config={"displaylogo": False, "responsive": True})
         wide_class = " wide" if wide else ""
-        return f'<div class="figure{wide_class}"><h4>{html.escape(title)}</h4>{div}</div>'
+        return f'<div class="figure{wide_class}"><h4>{_escape(title)}</h4>{div}</div>'
 
 
 def _note(title: str, text: str) -> str:
-    return f'<div class="figure note"><b>{html.escape(title)}</b><br>{html.escape(text)}</div>'
+    return f'<div class="figure note"><b>{_escape(title)}</b><br>{_escape(text)}</div>'
 
 
 class _Trials(optuna.Study):
@@ -78,9 +84,10 @@ class _Trials(optuna.Study):
     several times over (the importance plot deep-copies them four times), which from the database
     took seconds per read at 5,000 trials. Trials keep their numbers; nothing is copied."""
 
-    def __init__(self, name: str, trials: list):
+    def __init__(self, name: str, trials: list, maximize: bool = True):
         storage = optuna.storages.InMemoryStorage()
-        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
+        direction = optuna.study.StudyDirection.MAXIMIZE if maximize else optuna.study.StudyDirection.MINIMIZE
+        storage.create_new_study([direction], name)
         super().__init__(study_name=name, storage=storage)
         self._held = trials
 
@@ -114,6 +121,14 @@ def _optuna_plot(figs: _Figures, fn, study: optuna.Study, title: str, wide: bool
     return figs.html(fig, title, wide)
 
 
+def _value_axis(fig: go.Figure, res: StudyResults, title: str | None = None) -> None:
+    """The y axis of a study's values: sweep's accuracies in %, another tool's objective as it is."""
+    if res.objective.accuracy:
+        fig.update_yaxes(title=title or "val accuracy", tickformat=".0%")
+    else:
+        fig.update_yaxes(title=printable(res.objective.name))
+
+
 def _by_optimizer(figs: _Figures, res: StudyResults) -> str:
     title = "Validation accuracy by optimizer (complete trials)"
     if not res.complete:
@@ -126,7 +141,7 @@ def _by_optimizer(figs: _Figures, res: StudyResults) -> str:
         ts = groups[name]
         fig.add_trace(go.Box(y=[t.value for t in ts], name=name, boxpoints="all", jitter=0.4, pointpos=0,
                              text=[f"trial {t.number}" for t in ts]))
-    fig.update_yaxes(title="val accuracy", tickformat=".0%")
+    _value_axis(fig, res)
     return figs.html(fig, title)
 
 
@@ -151,11 +166,11 @@ def _curves(figs: _Figures, res: StudyResults) -> str:
     for t in res.complete[:TOP_CURVES]:
         steps = sorted(t.intermediate_values)
         fig.add_trace(go.Scatter(x=steps, y=[t.intermediate_values[s] for s in steps], mode="lines+markers",
-                                 name=f"trial {t.number} ({t.value:.1%})"))
+                                 name=f"trial {t.number} ({res.objective.show(t.value)})"))
     if not fig.data:
         return _note(title, "no trial has reported an epoch yet")
     fig.update_xaxes(title="epoch")
-    fig.update_yaxes(title="val accuracy", tickformat=".0%")
+    _value_axis(fig, res)
     return figs.html(fig, title)
 
 
@@ -172,16 +187,17 @@ def _cost(figs: _Figures, res: StudyResults) -> str:
     if not fig.data:
         return _note(title, "no trial has recorded its training time yet")
     fig.update_xaxes(title="training seconds", type="log")
-    fig.update_yaxes(title="val accuracy", tickformat=".0%")
+    _value_axis(fig, res)
     return figs.html(fig, title)
 
 
 def _confusion(figs: _Figures, res: StudyResults, split: str) -> str:
     title = f"Best trial's confusion matrix on {split} (row-normalised)"
-    if not res.complete or f"{split}_confusion" not in res.complete[0].user_attrs:
+    stored = res.complete[0].user_attrs.get(f"{split}_confusion") if res.complete else None
+    counts = json.loads(stored) if stored is not None else None
+    if counts is None or len(counts) != len(CLASSES):
         return "" if split == "test" else _note(title, "no complete trial with a confusion matrix yet")
     best = res.complete[0]
-    counts = json.loads(best.user_attrs[f"{split}_confusion"])
     rows = [[c / max(1, sum(r)) for c in r] for r in counts]
     fig = go.Figure(go.Heatmap(z=rows, x=list(CLASSES), y=list(CLASSES), colorscale="Blues", zmin=0, zmax=1,
                                text=counts, texttemplate="%{text}", hovertemplate="true %{y}, predicted %{x}: %{z:.1%}<extra></extra>"))
@@ -192,11 +208,12 @@ def _confusion(figs: _Figures, res: StudyResults, split: str) -> str:
 
 def _study_section(figs: _Figures, res: StudyResults) -> str:
     a = res.user_attrs
-    meta = (f"{res.data_name} [{a.get('data_source', '?')}], {a.get('split', '?')} split: "
+    meta = (f"Made by another tool, not by sweep run: {res.objective.direction} {res.objective.name}." if not res.by_sweep
+            else f"{res.data_name} [{a.get('data_source', '?')}], {a.get('split', '?')} split: "
             f"{a.get('n_train', '?')} train / {a.get('n_val', '?')} val / {a.get('n_test', '?')} test. "
             f"Code {a.get('git_commit', '?')}; {a.get('versions', '')}.")
     vis = optuna.visualization
-    study = _Trials(res.name, res.trials)
+    study = _Trials(res.name, res.trials, res.objective.maximize)
     sample = _sample(res, MAX_LINES)
     parallel = "Parallel coordinates" + (
         f" (the best {KEEP_BEST} and {len(sample) - KEEP_BEST:,} others at random, of {len(res.complete):,})"
@@ -204,7 +221,7 @@ def _study_section(figs: _Figures, res: StudyResults) -> str:
     plots = [
         _optuna_plot(figs, vis.plot_optimization_history, study, "Optimization history"),
         _optuna_plot(figs, vis.plot_param_importances, study, "Parameter importances"),
-        _optuna_plot(figs, vis.plot_parallel_coordinate, _Trials(res.name, sample), parallel),
+        _optuna_plot(figs, vis.plot_parallel_coordinate, _Trials(res.name, sample, res.objective.maximize), parallel),
         _optuna_plot(figs, vis.plot_slice, study, "Slice plots", wide=True),
         _by_optimizer(figs, res),
         _curves(figs, res),
@@ -213,8 +230,8 @@ def _study_section(figs: _Figures, res: StudyResults) -> str:
         _confusion(figs, res, "test"),
     ]
     table = render_table(res, select(res, 10, None), "html") if res.complete else "<p>No complete trial yet.</p>"
-    return (f'<section class="study" id="study-{html.escape(res.name)}"><h2>Study {html.escape(res.name)}</h2>'
-            f'<p class="meta">{html.escape(meta)}</p><h3>Best parameters</h3>{table}'
+    return (f'<section class="study" id="study-{_escape(res.name)}"><h2>Study {_escape(res.name)}</h2>'
+            f'<p class="meta">{_escape(meta)}</p><h3>Best parameters</h3>{table}'
             f'<div class="grid">{"".join(p for p in plots if p)}</div></section>')
 
 
@@ -226,17 +243,19 @@ def _comparison(figs: _Figures, results: list[StudyResults]) -> str:
         done.sort(key=lambda t: t.number)
         best, xs, ys = None, [], []
         for t in done:
-            best = t.value if best is None else max(best, t.value)
+            better = max if res.objective.maximize else min
+            best = t.value if best is None else better(best, t.value)
             xs.append(t.number)
             ys.append(best)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=res.name, line_shape="hv"))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=printable(res.name), line_shape="hv"))
         top = res.complete[0] if res.complete else None
-        rows.append((res.name, res.data_name, top.value if top else None, top.user_attrs.get("test_acc") if top else None,
-                     res.counts["complete"], res.counts["pruned"], res.compute_s))
+        test = top.user_attrs.get("test_acc") if top and res.by_sweep else None
+        rows.append((res.name, res.data_name if res.by_sweep else "-", res.objective.show(top.value if top else None),
+                     f"{test:.2%}" if test is not None else "-", res.counts["complete"], res.counts["pruned"],
+                     res.compute_s))
     fig.update_xaxes(title="trial")
-    fig.update_yaxes(title="best val accuracy so far", tickformat=".0%")
-    pct = lambda v: f"{100 * v:.2f}%" if v is not None else "-"  # noqa: E731
-    body = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(d)}</td><td>{pct(v)}</td><td>{pct(te)}</td>"
+    _value_axis(fig, results[0], "best val accuracy so far")
+    body = "".join(f"<tr><td>{_escape(n)}</td><td>{_escape(d)}</td><td>{_escape(v)}</td><td>{te}</td>"
                    f"<td>{c}</td><td>{p}</td><td>{s:.1f}</td></tr>" for n, d, v, te, c, p, s in rows)
     table = ('<table class="best-params"><thead><tr><th>Study</th><th>Data</th><th>Best val</th><th>Its test</th>'
              f"<th>Complete</th><th>Pruned</th><th>Train s</th></tr></thead><tbody>{body}</tbody></table>")
@@ -255,6 +274,6 @@ def build_report(studies: list[optuna.Study]) -> str:
     parts += [_study_section(figs, r) for r in results]
     names = ", ".join(r.name for r in results)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>sweep report: {html.escape(names)}</title><style>{CSS}</style>"
+            f"<title>sweep report: {_escape(names)}</title><style>{CSS}</style>"
             f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head><body>"
-            f"<h1>Sweep report: {html.escape(names)}</h1>{''.join(parts)}</body></html>\n")
+            f"<h1>Sweep report: {_escape(names)}</h1>{''.join(parts)}</body></html>\n")

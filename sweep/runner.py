@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from data import Dataset
 from model import FUSE_KEYS
 
+from .attrs import count
 from .coordinator import FINISHED, Coordinator, count_finished, trial_seed
 from .errors import SweepError
 from .locks import budget_lock
@@ -33,6 +34,7 @@ from .pool import Pool, plan_workers
 from .provenance import git_commit, versions_line
 from .recovery import recover_abandoned
 from .storage import SpaceReserve, check_same_file, disk_full, file_identity
+from .stored import made_by_sweep
 from .sampling import distributions, grid_size, make_pruner, make_sampler
 from .study_file import StudySpec
 from .weights import KeptWeights
@@ -79,6 +81,7 @@ def open_study(spec: StudySpec, data: Dataset, storage, name: str, seed: int) ->
     with budget_lock(storage, name):
         existing = {s.study_name: s for s in storage.get_all_studies()}  # without their trials
         if name in existing:
+            refuse_foreign(storage, existing[name])
             attrs = existing[name].user_attrs
             wanted = study_attrs(spec, data, seed)
             for key in ("definition", "data_hash", "split", "seed"):
@@ -91,11 +94,44 @@ def open_study(spec: StudySpec, data: Dataset, storage, name: str, seed: int) ->
         if study.metric_names is None:  # optuna-dashboard labels the value with it ("Objective 0" without)
             study.set_metric_names([METRIC])
         if name not in existing:
-            for k, v in study_attrs(spec, data, seed).items():
+            # The definition last: it is what marks the study as sweep's (stored.made_by_sweep), so a
+            # run stopped between these writes leaves a study that says it is not finished.
+            written = study_attrs(spec, data, seed)
+            for k, v in sorted(written.items(), key=lambda kv: kv[0] == "definition"):
                 study.set_user_attr(k, v)
             for params in spec.enqueue:
                 study.enqueue_trial(params, skip_if_exists=True)
     return study
+
+
+def refuse_foreign(storage, found) -> None:
+    """A study `sweep run` did not make (the `optuna` CLI's, a script's) is never trained into:
+    whatever its direction, it has no definition to check a run against, and its trials are not
+    sweep's. Refused in one line saying why and what to do instead."""
+    if not made_by_sweep(found.user_attrs) or found.directions != [optuna.study.StudyDirection.MAXIMIZE]:
+        raise SweepError(foreign_study_line(storage, found))
+
+
+def foreign_study_line(storage, found) -> str:
+    """Why a study `sweep run` did not make is not trained into, and what to do instead."""
+    import shlex
+
+    from .stored import state_counts
+    from .storage import storage_url
+
+    name = found.study_name
+    held = sum(state_counts(storage, found._study_id).values())
+    directions = [d.name.lower() for d in found.directions]
+    if directions != ["maximize"]:
+        why = (f"its direction is {' and '.join(directions)}, and sweep maximises validation accuracy; Optuna cannot "
+               "change a study's direction")
+    elif held:
+        why = f"it holds {held} trial{'s' if held != 1 else ''} of another tool's"
+    else:
+        why = "it has no sweep study definition to check runs against: no search space, data or seed"
+    delete = (f", or delete it if it is yours: optuna delete-study --study-name {shlex.quote(name)} --storage "
+              f"{shlex.quote(storage_url(storage))}" if not held else "")
+    return f"study '{name}' was not made by `sweep run` ({why}); sweep never trains into it: pick another --name{delete}"
 
 
 def _differs(key: str, stored, wanted) -> str:
@@ -195,7 +231,7 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
         stopped_by = "budget"
         if size is not None and target > size:
             target, stopped_by = max(size, already), "grid"
-        before = study.user_attrs.get("target_trials")
+        before = count(study.user_attrs.get("target_trials"))  # None: none yet, or another client rewrote it
         study.set_user_attr("target_trials", target)
     if announce is not None and before is not None and before != target:
         held = f"; it holds {already} finished already, so nothing is left to run" if already >= target else ""
@@ -240,6 +276,8 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
             except SweepError as gone:  # whatever failed, a vanished file is what to say
                 coordinator.fail_all_running("the storage file was deleted or replaced")
                 raise gone from None
+            if study_deleted(storage, study._study_id):  # `optuna delete-study` by another client
+                raise SweepError(_deleted_line(coordinator, name)) from None
             full = disk_full(e)
             if full is None:
                 coordinator.fail_all_running("the coordinator stopped on an error")
@@ -253,6 +291,25 @@ def run_sweep(spec: StudySpec, data: Dataset, storage, *, trials: int, name: str
             if coordinator.bar:
                 coordinator.bar.close()
     return summary(coordinator, name)
+
+
+def study_deleted(storage, study_id: int) -> bool:
+    """Whether the study is gone from the storage (deleted by another client while this process
+    used it); False where the storage cannot say (then the error itself is what to report)."""
+    try:
+        storage.get_study_name_from_id(study_id)
+    except KeyError:
+        return True
+    except Exception:  # noqa: BLE001 - the storage itself failed: not a deletion
+        return False
+    return False
+
+
+def _deleted_line(coordinator: Coordinator, name: str) -> str:
+    done = coordinator.told
+    return (f"study '{name}' was deleted from the storage by another client (optuna delete-study?) while this run "
+            f"trained it: its trials went with it{f', the {done} this run finished among them' if done else ''}; "
+            "the run stopped its workers and wrote nothing more (run it again to start the study anew)")
 
 
 def _disk_full_line(coordinator: Coordinator, storage, reason: str) -> str:

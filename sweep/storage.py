@@ -101,6 +101,9 @@ def _parse(url: str):
     except (ArgumentError, ValueError):
         raise SweepError(f"storage '{mask(url)}': not a database URL (e.g. sqlite:///sweep.db or "
                          "postgresql://USER@HOST/DB)") from None
+    port = _port_text(url)
+    if port is not None and not re.fullmatch(r"[0-9]+", port):  # SQLAlchemy's int() reads 5_432 as 5432
+        raise SweepError(f"storage '{mask(url)}': port {port!r} is not a number written in plain digits")
     backend = u.get_backend_name()
     if backend == "grpc":
         if not u.host or u.port is None or u.database or u.username:
@@ -110,6 +113,14 @@ def _parse(url: str):
         raise SweepError(f"storage '{mask(url)}': unsupported database '{u.drivername}' "
                          "(use sqlite:///FILE, postgresql://USER@HOST/DB or grpc://HOST:PORT)")
     return u, backend
+
+
+def _port_text(url: str) -> str | None:
+    """The port of `url` as written (None: none written)."""
+    authority = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    if authority.startswith("["):  # an IPv6 address: [::1]:5432
+        authority = authority.partition("]")[2]
+    return authority.partition(":")[2] if ":" in authority else None
 
 
 def check_storage(url: str, *, create: bool) -> None:
@@ -320,6 +331,16 @@ def storage_error_line(error: BaseException) -> str | None:
         first = str(getattr(cause, "orig", None) or cause or error).strip().splitlines()
         return f"the storage refused a write: {mask(first[0])[:300] if first else type(error).__name__}"
     return None
+
+
+def storage_url(storage) -> str:
+    """The URL `storage` was opened with, password masked, for a command a message suggests."""
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(getattr(backend, "url", None), str):
+        return mask(backend.url)
+    if getattr(backend, "_host", None) and getattr(backend, "_port", None):  # a storage proxy's client
+        return f"grpc://{backend._host}:{backend._port}"
+    return "URL"
 
 
 def _connect_proxy(url: str, u):

@@ -139,6 +139,8 @@ def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "
         try:
             choice = choose_engine(dataset, TrainConfig(**auto["probe"]), auto["device"], fusable=auto["fusable"])
             engine, k = choice["engine"], choice["k"]
+            if engine not in ("plain", "fused", "multi", "graph"):  # never said ready with an engine it cannot train
+                raise ValueError(f"no engine {engine!r}")
         except Exception as e:  # noqa: BLE001 - a measurement that fails costs the speed-up, not the run
             engine, k, choice = "plain", 1, {"error": _one_line(e)}
     conn.send(("ready", os.getpid(), dataset.content_hash, engine, k, choice))

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# What a skip says where Chromium is missing; tests/conftest.py counts these skips at the end of a run.
+NOT_FOUND = "chromium not found"
+HOW_TO_INSTALL = "install it with `apt-get install chromium` (Debian, Ubuntu)"
 # Screenshots, for a person to look at: $SWEEP_TEST_ARTIFACTS, else a folder under the system's temp.
 ARTIFACTS = Path(os.environ.get("SWEEP_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "sweep-test-artifacts")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -22,7 +25,7 @@ def chromium() -> str:
     if exe is None:
         if os.environ.get("SWEEP_REQUIRE_BROWSER"):
             pytest.fail("headless Chromium is required here (SWEEP_REQUIRE_BROWSER) but not installed")
-        pytest.skip("no chromium on this machine (.ci/run installs Debian's)")
+        pytest.skip(f"{NOT_FOUND}; {HOW_TO_INSTALL}")
     return exe
 
 

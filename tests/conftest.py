@@ -14,6 +14,19 @@ import pytest
 USAGES = ("Training", "PublicTest", "PrivateTest")
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Where Chromium is missing the browser tests are skipped: said once at the end, with how to
+    get it, rather than only in the list of skip reasons (`.ci/run` sets SWEEP_REQUIRE_BROWSER=1,
+    which fails them instead)."""
+    from tests.browser import HOW_TO_INSTALL, NOT_FOUND
+
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if isinstance(r.longrepr, tuple) and NOT_FOUND in str(r.longrepr[-1])]
+    if skipped:
+        terminalreporter.write_line(f"{len(skipped)} browser test{'s' if len(skipped) > 1 else ''} skipped: "
+                                    f"{NOT_FOUND}; {HOW_TO_INSTALL}, or set SWEEP_REQUIRE_BROWSER=1 to fail them")
+
+
 @pytest.fixture(autouse=True)
 def _default_signals():
     """Every test starts with Ctrl-C and SIGTERM at their defaults, which the processes it starts

@@ -49,7 +49,7 @@ OPTIONS = [
     (["run", "--seed", -1], ["--seed -1", "0..4,294,967,295"]),
     (["run", "--trials", 10**7], ["--trials 10,000,000", "at most 1,000,000"]),
     (["run", "--timeout", 1e12], ["--timeout", "at most 31,622,400 s"]),
-    (["run", "--timeout", "inf"], ["--timeout inf", "finite"]),
+    (["run", "--timeout", "inf"], ["'--timeout'", "'inf' is not a number written in plain digits"]),
     (["run", "--keep-top", 10**7], ["--keep-top", "at most 1,000,000"]),
     (["run", "--engine", "multi:100000"], ["--engine multi:K, K = 100,000", "at most 256"]),
     (["run", "--gpus", ",".join(["0"] * 100)], ["--gpus", "at most 64"]),

@@ -151,25 +151,6 @@ def test_auto_takes_the_median_round_and_charges_each_trials_join(faces, tmp_pat
     assert auto_engine.choose_engine(faces, probe, "cpu", fusable=False, steps=4, use_cache=False)["engine"] == "graph"
 
 
-def test_a_bad_cache_entry_is_measured_again_and_replaced(faces, tmp_path, monkeypatch):
-    import json
-
-    from model import auto_engine
-    from model.device import device_name, resolve_device
-    from model.engine_speed import Speed
-
-    monkeypatch.setenv("SWEEP_CACHE", str(tmp_path))
-    probe = TrainConfig(width=0.0625, batch_size=16, epochs=1)
-    key = auto_engine.cache_key(device_name(resolve_device("cpu")), torch.__version__, probe, False)
-    monkeypatch.setattr(auto_engine, "_measure", lambda e, k, *a: Speed(200.0 if e == "graph" and k == 2 else 100.0, 0, 2))
-    for bad in ({"engine": "warp", "k": 4}, {"engine": "multi", "k": 0}, {"engine": "multi", "k": "4"}, ["multi"]):
-        (tmp_path / "engines.json").write_text(json.dumps({key: bad, "other": {"engine": "multi", "k": 2}}))
-        choice = auto_engine.choose_engine(faces, probe, "cpu", fusable=False, steps=4)
-        assert (choice["engine"], choice["k"], choice["cached"]) == ("graph", 2, False)
-        stored = json.loads((tmp_path / "engines.json").read_text())
-        assert stored[key]["engine"] == "graph" and stored["other"] == {"engine": "multi", "k": 2}
-
-
 def test_auto_measures_for_real_at_a_tiny_width(faces, tmp_path, monkeypatch):
     from model import auto_engine
 

@@ -132,13 +132,16 @@ def test_studies_and_best_commands(tmp_path, tiny_study):
                                      "complete": sum(t.state == TrialState.COMPLETE for t in study.trials),
                                      "pruned": sum(t.state == TrialState.PRUNED for t in study.trials),
                                      "failed": 0, "running": 0, "training": 0, "waiting": 0,
-                                     "best_value": study.best_value}]
+                                     "best_value": study.best_value, "objective": "val_acc",
+                                     "direction": "maximize"}]
     r = sweep("best", "--storage", db(tmp_path), "--json")
     assert r.exit_code == 0 and r.stderr == ""
     best = json.loads(r.stdout)
     a = study.best_trial.user_attrs
     assert list(best) == ["study", "data", "trial", "val_acc", "test_acc", "params", "fixed", "epochs_run",
-                          "train_s", "images_per_s", "device_name", "precision", "seed", "git_commit"]
+                          "train_s", "images_per_s", "device_name", "precision", "seed", "git_commit", "objective",
+                          "direction", "value"]
+    assert (best["objective"], best["direction"], best["value"]) == ("val_acc", "maximize", study.best_value)
     assert (best["study"], best["data"], best["trial"], best["val_acc"]) == \
         ("alpha", "synthetic", study.best_trial.number, study.best_value)
     assert best["params"] == study.best_params and best["fixed"] == {"width": 0.0625}

@@ -27,6 +27,7 @@ class Coordinator(Scheduling, Messages, Failures, Telling):
         self.run_id = uuid.uuid4().hex[:12]
         self.started = time.perf_counter()
         self.ran = 0
+        self.told = 0  # trials this run finished (complete or pruned)
         self.consecutive_failures = 0
         self.consecutive_takeovers = 0  # trials taken over by another process, none finished here since
         self.stopped_by = "budget"
@@ -49,7 +50,7 @@ class Coordinator(Scheduling, Messages, Failures, Telling):
         if interrupt is not None:
             self.held = interrupt.held
         if self.bar:
-            self.bar.start(earlier_pace(self.study.get_trials(deepcopy=False)))
+            self.bar.start(earlier_pace(_as_sweep_wrote_them(self.study.get_trials(deepcopy=False))))
         while True:
             if interrupt is not None and interrupt.fired:
                 raise KeyboardInterrupt
@@ -90,3 +91,18 @@ class Coordinator(Scheduling, Messages, Failures, Telling):
             for w in list(pool.workers):
                 if not w.ready and time.perf_counter() - w.started > WORKER_START_S:
                     raise SweepError(f"worker {w.index} did not start within {WORKER_START_S} s")
+
+
+def _as_sweep_wrote_them(trials: list) -> list:
+    """Copies of `trials` whose user attributes of an unexpected kind (another client's rewrite) are
+    left out, for readers that expect what sweep wrote."""
+    import copy
+
+    from ..attrs import trial_attrs
+
+    out = []
+    for t in trials:
+        t = copy.copy(t)
+        t.user_attrs = trial_attrs(t.user_attrs)
+        out.append(t)
+    return out

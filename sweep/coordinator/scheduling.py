@@ -16,6 +16,7 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
+from ..attrs import count
 from ..errors import SweepError
 from ..locks import budget_lock
 from ..pool import Running, Worker
@@ -49,7 +50,8 @@ class Scheduling:
 
     def _ask_marked(self) -> tuple[optuna.Trial, int] | None:
         with budget_lock(self.study._storage, self.study.study_name):
-            self.target = int(self.study.user_attrs.get("target_trials", self.target))
+            # as it is now: another run may have changed it (another client's rewrite of it is no budget)
+            self.target = count(self.study.user_attrs.get("target_trials")) or self.target
             trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
             if len(trials) >= self.target:
                 return None

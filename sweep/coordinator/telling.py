@@ -53,6 +53,7 @@ class Telling:
             self.study.tell(trial, state=state)
         self.consecutive_failures = 0
         self.consecutive_takeovers = 0
+        self.told += 1
         self._progress(trial.number, state, value, note)
 
     def _progress(self, number, state, value, note) -> None:
