@@ -23,44 +23,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import time
 import traceback
 from collections import deque
 from dataclasses import asdict
 
-
-def _first_claim(path: str) -> bool:
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
-    except FileExistsError:
-        return False
-
-
-EXIT_CUDA_POISONED = 70  # EX_SOFTWARE: the worker's CUDA context is unusable; the coordinator replaces it
-
-
-class _Faults:
-    """Fault injection for the test suite: SWEEP_FAULT_OOM_ONCE="NUMBERS:FLAGFILE" makes the first
-    attempt at each listed trial raise a CUDA out-of-memory, once across all workers (the flag
-    file records it)."""
-
-    def __init__(self, env: dict):
-        numbers, _, self.flag = env.get("SWEEP_FAULT_OOM_ONCE", "").partition(":")
-        self.numbers = {int(n) for n in numbers.split(",") if n.strip()}
-
-    def check(self, numbers) -> None:
-        import torch
-
-        for n in numbers:
-            if n in self.numbers and _first_claim(f"{self.flag}.{n}"):
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-
-
-def _one_line(e: BaseException) -> str:
-    first = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {first}"[:500]
+from . import worker_failures as failures
+from .worker_failures import Faults, first_claim, one_line
 
 
 def _result_message(number: int, result, call_s: float, extra: dict) -> tuple:
@@ -120,7 +89,7 @@ def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "
     os.environ.update(env)  # before anything reads it: CUDA_VISIBLE_DEVICES, SWEEP_CACHE
     # Fault injection for the test suite: SWEEP_FAULT_DIE_STARTING=FLAGFILE kills the first worker
     # that starts (as the OOM killer would, while it loads the data), once (the flag file records it).
-    if env.get("SWEEP_FAULT_DIE_STARTING") and _first_claim(env["SWEEP_FAULT_DIE_STARTING"]):
+    if env.get("SWEEP_FAULT_DIE_STARTING") and first_claim(env["SWEEP_FAULT_DIE_STARTING"]):
         os.kill(os.getpid(), signal.SIGKILL)
     import torch
 
@@ -142,17 +111,17 @@ def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "
             if engine not in ("plain", "fused", "multi", "graph"):  # never said ready with an engine it cannot train
                 raise ValueError(f"no engine {engine!r}")
         except Exception as e:  # noqa: BLE001 - a measurement that fails costs the speed-up, not the run
-            engine, k, choice = "plain", 1, {"error": _one_line(e)}
+            engine, k, choice = "plain", 1, {"error": one_line(e)}
     conn.send(("ready", os.getpid(), dataset.content_hash, engine, k, choice))
     try:
         loops = {"plain": _plain_loop, "fused": _fused_loop, "multi": _multi_loop,
                  "graph": lambda *a: _multi_loop(*a, graphs=True)}
-        loops[engine](conn, dataset, compile, _Faults(env))
+        loops[engine](conn, dataset, compile, Faults(env))
     except (BrokenPipeError, EOFError, ConnectionResetError, OSError):
         return  # the coordinator is gone
 
 
-def _plain_loop(conn, dataset, compile: str, faults: _Faults) -> None:
+def _plain_loop(conn, dataset, compile: str, faults: Faults) -> None:
     import torch
 
     from model import TrainConfig, train
@@ -184,19 +153,19 @@ def _plain_loop(conn, dataset, compile: str, faults: _Faults) -> None:
         except (BrokenPipeError, EOFError, ConnectionResetError):
             raise
         except Exception as e:  # noqa: BLE001 - a trial's crash is reported, the worker lives on
-            oom = _failure(e)
+            oom = failures.failure(e)
             if oom is None:
-                conn.send(("error", number, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+                conn.send(("error", number, one_line(e), traceback.format_exc(limit=3)[-2000:]))
                 continue
         if oom is not None:  # out of the except block: its traceback no longer holds the trial's tensors
-            _release_cuda()
+            failures.release_cuda()
             conn.send(("oom", number, oom))
             continue
         last = (number, result.model)
         conn.send(_result_message(number, result, call_s, {"engine": "plain", "concurrent": 1}))
 
 
-def _fused_loop(conn, dataset, compile: str, faults: _Faults) -> None:
+def _fused_loop(conn, dataset, compile: str, faults: Faults) -> None:
     import torch
 
     from model import FusedTrainer, TrainConfig, fuse_key, outcome
@@ -227,7 +196,7 @@ def _fused_loop(conn, dataset, compile: str, faults: _Faults) -> None:
                                            compile=compile, seed=cfg.seed)
                 trainer.add(number, cfg)
             except Exception as e:  # noqa: BLE001 - this trial cannot train here; the group goes on
-                conn.send(("error", number, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+                conn.send(("error", number, one_line(e), traceback.format_exc(limit=3)[-2000:]))
         if trainer is None or not len(trainer):
             continue
         numbers = [m.key for m in trainer.members] + [m.key for m in trainer._joining]
@@ -237,13 +206,13 @@ def _fused_loop(conn, dataset, compile: str, faults: _Faults) -> None:
             records = trainer.run_epoch()
         except Exception as e:  # noqa: BLE001 - the group's step failed: every member fails with it
             trainer = None  # out of memory: dropped whole; the coordinator shrinks the group and sends it again
-            oom = _failure(e)
+            oom = failures.failure(e)
             if oom is None:
                 for n in numbers:
-                    conn.send(("error", n, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+                    conn.send(("error", n, one_line(e), traceback.format_exc(limit=3)[-2000:]))
                 continue
         if oom is not None:
-            _release_cuda()
+            failures.release_cuda()
             conn.send(("oom", None, oom, numbers))
             continue
         group = f"{os.getpid()}.{groups}"
@@ -294,7 +263,7 @@ class _Inbox:
                 return msg
 
 
-def _multi_loop(conn, dataset, compile: str, faults: _Faults, graphs: bool = False) -> None:
+def _multi_loop(conn, dataset, compile: str, faults: Faults, graphs: bool = False) -> None:
     """Engines multi and graph (`graphs`): trials of any hyperparameters side by side."""
     from model import MultiTrainer, TrainConfig, outcome
 
@@ -316,8 +285,8 @@ def _multi_loop(conn, dataset, compile: str, faults: _Faults, graphs: bool = Fal
                     trainer = MultiTrainer(dataset, device=device, compile=compile, graphs=graphs, say=say)
                 trainer.add(number, TrainConfig(**config))
             except Exception as e:  # noqa: BLE001 - this trial cannot train here; the others go on
-                _exit_if_poisoned(e)
-                conn.send(("error", number, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+                failures.exit_if_poisoned(e)
+                conn.send(("error", number, one_line(e), traceback.format_exc(limit=3)[-2000:]))
         if trainer is None or not len(trainer):
             continue
         numbers = [m.key for m in trainer.members]
@@ -328,13 +297,13 @@ def _multi_loop(conn, dataset, compile: str, faults: _Faults, graphs: bool = Fal
         except Exception as e:  # noqa: BLE001 - a step failed: which member's is unknown, so all fail
             trainer.close()
             trainer = None  # out of memory: every member is dropped; the coordinator shrinks the group and sends them again
-            oom = _failure(e)
+            oom = failures.failure(e)
             if oom is None:
                 for n in numbers:
-                    conn.send(("error", n, _one_line(e), traceback.format_exc(limit=3)[-2000:]))
+                    conn.send(("error", n, one_line(e), traceback.format_exc(limit=3)[-2000:]))
                 continue
         if oom is not None:
-            _release_cuda()
+            failures.release_cuda()
             conn.send(("oom", None, oom, numbers))
             continue
         for number, record in records.items():
@@ -346,35 +315,3 @@ def _multi_loop(conn, dataset, compile: str, faults: _Faults, graphs: bool = Fal
             conn.send(_result_message(number, result, _share_s(result),
                                       {"engine": engine, "concurrent": _mean_concurrent(result)}))
             _save(conn, number, result.model, inbox.reply())
-
-
-def _failure(e: BaseException) -> str | None:
-    """What a training error means for the worker: a CUDA out-of-memory (its one-line text: the
-    group shrinks, no trial fails), None for any other error of the trial; a CUDA error that
-    leaves this process's context unusable ends the process (a fresh worker takes over)."""
-    from model.graphed import out_of_memory
-
-    _exit_if_poisoned(e)
-    if out_of_memory(e):
-        return str(e).splitlines()[0] if str(e) else "out of memory"
-    return None
-
-
-def _exit_if_poisoned(e: BaseException) -> None:
-    from model.graphed import poisoned
-
-    if poisoned(e):
-        print(f"sweep: worker {os.getpid()}: a CUDA error ended this worker ({_one_line(e)}); its trials are "
-              "failed and queued again, and a fresh worker takes over", file=sys.stderr, flush=True)
-        os._exit(EXIT_CUDA_POISONED)
-
-
-def _release_cuda() -> None:
-    """Give the cached GPU memory back, once nothing refers to the failed trainer any more."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

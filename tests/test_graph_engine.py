@@ -188,7 +188,7 @@ def test_out_of_memory_lets_go_of_the_trainer_before_giving_memory_back(monkeypa
 
     import model
     from model.trial_run import TrialRun
-    from sweep import worker
+    from sweep import worker, worker_failures
 
     made, alive_at_release = [], []
     original_init = TrialRun.__init__
@@ -206,17 +206,17 @@ def test_out_of_memory_lets_go_of_the_trainer_before_giving_memory_back(monkeypa
 
     monkeypatch.setattr(TrialRun, "__init__", init)
     monkeypatch.setattr(TrialRun, "step", oom_in_a_step)
-    monkeypatch.setattr(worker, "_release_cuda", release)
+    monkeypatch.setattr(worker_failures, "release_cuda", release)
     data = load_dataset("synthetic", n_images=240, seed=5)
     cfg = TrainConfig(width=0.0625, batch_size=16, epochs=1).to_dict()
     if loop == "plain":
         conn = _Conn([("train", 7, cfg, "cpu"), ("stop",)])
-        worker._plain_loop(conn, data, "off", worker._Faults({}))
+        worker._plain_loop(conn, data, "off", worker.Faults({}))
         assert conn.sent == [("oom", 7, "CUDA out of memory. Tried to allocate 1.00 GiB")]
     else:
         conn = _Conn([("train", 7, cfg, "cpu"), ("train", 8, cfg, "cpu"), ("stop",)])
         monkeypatch.setattr(_Conn, "poll", lambda self, timeout=0: len(self.incoming) > 1)
-        worker._multi_loop(conn, data, "off", worker._Faults({}), graphs=True)
+        worker._multi_loop(conn, data, "off", worker.Faults({}), graphs=True)
         assert conn.sent == [("oom", None, "CUDA out of memory. Tried to allocate 1.00 GiB", [7, 8])]
     assert made and alive_at_release == [False]
     assert model.graphed.out_of_memory(torch.cuda.OutOfMemoryError("x"))
@@ -227,7 +227,7 @@ def test_a_worker_whose_cuda_context_is_poisoned_ends_for_a_fresh_one(monkeypatc
     ends (the coordinator fails and re-queues its trials and starts a fresh worker) instead of
     failing every trial it is given from then on."""
     from model.trial_run import TrialRun
-    from sweep import worker
+    from sweep import worker, worker_failures
 
     def poisoned_step(self):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
@@ -239,12 +239,12 @@ def test_a_worker_whose_cuda_context_is_poisoned_ends_for_a_fresh_one(monkeypatc
         raise Ended(code)
 
     monkeypatch.setattr(TrialRun, "step", poisoned_step)
-    monkeypatch.setattr(worker.os, "_exit", exit_)
+    monkeypatch.setattr(worker_failures.os, "_exit", exit_)
     data = load_dataset("synthetic", n_images=240, seed=5)
     conn = _Conn([("train", 3, TrainConfig(width=0.0625, batch_size=16, epochs=1).to_dict(), "cpu"), ("stop",)])
     with pytest.raises(Ended) as ended:
-        worker._multi_loop(conn, data, "off", worker._Faults({}), graphs=True)
-    assert ended.value.args == (worker.EXIT_CUDA_POISONED,) and conn.sent == []
+        worker._multi_loop(conn, data, "off", worker.Faults({}), graphs=True)
+    assert ended.value.args == (worker_failures.EXIT_CUDA_POISONED,) and conn.sent == []
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a CUDA error ended this worker" in err and "illegal memory access" in err
 
