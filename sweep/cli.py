@@ -145,6 +145,8 @@ def friendly(fn):
             _say_interrupted("sweep: interrupted")
         except (SweepError, DataError) as e:
             _fail(str(e))
+        except BrokenPipeError:  # a pipe to a process of sweep's own (its output streams never raise it)
+            _fail("a pipe to one of this command's own processes broke: the process at its other end died")
         except (DatabaseError, sqlite3.DatabaseError) as e:
             first = str(getattr(e, "orig", e) or type(e).__name__).strip().splitlines()[0]
             _fail(f"the storage cannot be read: {mask(first)[:300]} (damaged, or not an Optuna storage)")

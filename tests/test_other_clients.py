@@ -147,7 +147,8 @@ def test_the_running_study_deleted_by_another_client_stops_the_run_in_one_line(u
     import optuna
     from optuna.trial import TrialState
 
-    from tests.test_faults import cli, finish, load, study_file, wait_for
+    from tests.conftest import TINY_STUDY
+    from tests.test_faults import cli, finish, load, wait_for
 
     name, bystander = fresh_name("deleted"), fresh_name("bystander")
     another_process("""
@@ -155,9 +156,11 @@ def test_the_running_study_deleted_by_another_client_stops_the_run_in_one_line(u
         optuna.create_study(study_name=sys.argv[2], storage=sys.argv[1]).optimize(
             lambda t: t.suggest_float("x", 0, 1), n_trials=3)
         """, url, bystander)
-    f = study_file(tmp_path, epochs="{ low = 4, high = 4 }", name="long")
-    run = cli("run", "--trials", 30, "--study", f, "--name", name, "--storage", url)
-    wait_for(lambda: any(t.state == TrialState.COMPLETE for t in load(url, name).trials))
+    f = tmp_path / "long.toml"  # trials of 30 epochs, none pruned: the run is still training when the study goes
+    f.write_text(TINY_STUDY.split("[pruner]")[0].replace("epochs = { low = 1, high = 3 }", "epochs = { low = 30, high = 30 }"))
+    run = cli("run", "--trials", 8, "--study", f, "--name", name, "--storage", url)
+    wait_for(lambda: run.poll() is not None or any(t.state == TrialState.COMPLETE for t in load(url, name).trials))
+    assert run.poll() is None, finish(run)
     optuna_cli("delete-study", "--study-name", name, "--storage", url)
     code, out, err = finish(run)
     lines = [line for line in err.splitlines() if line.startswith(("sweep:", "Traceback"))]

@@ -64,3 +64,34 @@ def test_a_run_with_stdout_closed_trains_and_never_writes_into_its_database(tmp_
     assert_exact_budget(f"sqlite:///{path}", "tiny", 2)
     with sqlite3.connect(path) as con:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_an_answer_to_a_worker_that_just_died_is_not_the_end_of_the_run():
+    """A worker killed (kill -9) between asking about an epoch and getting the answer: the answer
+    goes nowhere and the run goes on (the death is seen on the worker's sentinel). The broken pipe
+    ended the run with exit 1 and not a word (Click's answer to any EPIPE)."""
+    import multiprocessing as mp
+    from types import SimpleNamespace
+
+    from sweep.coordinator.messages import Messages
+
+    ours, theirs = mp.Pipe()
+    theirs.close()
+    coordinator = SimpleNamespace(replied=False)
+    Messages._reply(coordinator, SimpleNamespace(conn=ours), "go")
+    assert coordinator.replied
+
+
+def test_any_other_broken_pipe_is_one_line_not_a_silent_exit_1(capsys):
+    import typer
+
+    from sweep.cli import friendly
+
+    @friendly
+    def command():
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(typer.Exit) as stopped:
+        command()
+    assert stopped.value.exit_code == 2
+    assert capsys.readouterr().err.startswith("sweep: error: a pipe to one of this command's own processes broke")

@@ -78,7 +78,10 @@ class Messages:
         w.running.pop(msg[1], None)
 
     def _reply(self, w: Worker, answer) -> None:
-        w.conn.send(answer)
+        try:
+            w.conn.send(answer)
+        except (OSError, ValueError):
+            pass  # the worker died after it asked (kill -9): its death shows up on its sentinel next round
         self.replied = True
 
     def _handle_trial(self, w: Worker, msg: tuple) -> None:
