@@ -4,10 +4,9 @@ torch's CPU kernels run on OpenMP threads (GNU libgomp in torch's Linux wheels).
 regions libgomp's threads spin by default (300,000 turns) before they sleep. On a machine to
 itself that saves a wake-up; beside other work a spinning thread holds a core that the thread it
 waits for needs, and the training crawls. `python -m benchmarks.threads` (docs/benchmarks.md,
-"Thread policy") measured a quick-study training on 2 cores beside 2 busy processes at 0.09x the
-default's wall time with PASSIVE (0.18x with one thread, 0.15x with a spin of 1,000), and a real
-`sweep run` of the quick study several times faster; on a quiet machine PASSIVE costs a little
-(a wake-up per parallel region), far less than the default loses beside other work.
+"Thread policy"), a quick-study training on 2 cores beside 2 busy processes: PASSIVE took 0.12x
+the default's wall time, 1 thread and a 1,000-turn spin 0.18x; a quick sweep 0.19x. On an idle
+machine PASSIVE costs 1.12x (a wake-up per parallel region), the price of the 5-8x beside others.
 
 OpenMP reads the policy once, when the runtime loads (with torch), and workers fork from a fork
 server that imported torch before any of them started (sweep/pool.py PRELOAD): so the fork server
