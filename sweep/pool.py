@@ -68,9 +68,10 @@ class Worker:
         return tuple(c[k] for k in FUSE_KEYS)
 
 
-# What the fork server imports once for every worker. torch._dynamo too: every torch optimizer
+# What the fork server imports once for every worker. First the workers' OpenMP wait policy, which
+# OpenMP reads only as torch loads it (sweep/openmp.py). torch._dynamo too: every torch optimizer
 # imports it when first built, which took 2.2 s of each worker's first trial on a CPU.
-PRELOAD = ["torch", "torch._dynamo", "data", "model", "sweep.worker"]
+PRELOAD = ["sweep.openmp_preload", "torch", "torch._dynamo", "data", "model", "sweep.worker"]
 
 
 def _context():
@@ -130,9 +131,11 @@ class Pool:
         self.workers: list[Worker] = [self._spawn(i, *devices[i % len(devices)]) for i in range(n)]
 
     def _spawn(self, index: int, device: str, gpu: int | None, capacity: int | None = None) -> Worker:
+        from .openmp import worker_openmp_env
         from .worker import worker_main
 
         env = worker_env(os.environ, gpu)  # given explicitly: the forkserver's own environment is old
+        env.update(worker_openmp_env(env))  # as the fork server's OpenMP has it, for what the worker starts
         parent, child = self.ctx.Pipe()
         auto = {**self.auto, "device": device} if self.engine == "auto" else None
         proc = self.ctx.Process(target=worker_main, args=(child, self.data_args, self.threads, env, self.compile,

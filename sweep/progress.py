@@ -1,24 +1,30 @@
 """A one-line progress display: trials done/total, best so far, the running trial's epoch, and the
-time left at the current pace.
+time left at the pace now.
 
 On a terminal it redraws one line; elsewhere (logs, CI) it prints a line per finished trial.
 
 The time left is an estimate: the epochs the budget still needs (trials left times the mean
 epochs a trial of the study runs, from its `epochs` range or value, less the epochs the running
-trials have done) times this run's pace (wall seconds per epoch since its first epoch, so every
-overhead and parallel worker is in it). A run that resumes a study says it as it starts, at the
-pace of the study's last run; every run says it once its own first trial finishes, at its own
-pace, and updates it in the progress line after that.
+trials have done) times the pace now: wall seconds per epoch over the last RECENT_TRIALS finished
+trials (from the end of the trial before them, so every overhead and parallel worker is in it).
+Other work on a shared machine changes the pace within a run; a mean over the whole run followed
+such changes late (24% low as the load rose, then high as it fell). A run that resumes a study
+says it as it starts, at the pace of the study's last run; every run says it once its own first
+trial finishes, at that trial's pace, and updates it in the progress line after that.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from typing import TextIO
 
 
 QUIET_S = 30  # seconds: in a log, an epoch line when nothing was printed for this long
+# Finished trials the pace is measured over: few enough to follow a change of load within a few
+# trials (a quick-study trial is seconds), enough that one slow configuration does not swing it.
+RECENT_TRIALS = 5
 
 
 def mean_epochs(spec) -> float:
@@ -60,6 +66,10 @@ def say_duration(seconds: float) -> str:
     return f"about {seconds / 3600:.1f} hours"
 
 
+def say_trials(n: int) -> str:
+    return "the last trial" if n == 1 else f"the last {n} trials"
+
+
 class Progress:
     def __init__(self, total: int, done: int, best: float | None, stream: TextIO | None = None,
                  epochs_per_trial: float | None = None):
@@ -74,6 +84,9 @@ class Progress:
         self.epochs_per_trial = epochs_per_trial
         self._first_epoch_at: float | None = None
         self._epochs_since = 0  # epochs reported after the run's first one
+        # (time, _epochs_since) at the run's first epoch, then at each finished trial's end: the pace
+        # is measured from the oldest, i.e. over the last RECENT_TRIALS trials
+        self._marks: deque[tuple[float, int]] = deque(maxlen=RECENT_TRIALS + 1)
         self._running: dict[int, int] = {}  # trial -> epochs it has reported
         self._trials_done = 0  # finished in this run
         self.estimate_said = False
@@ -86,12 +99,20 @@ class Progress:
         return "#" * filled + "-" * (width - filled)
 
     def pace(self) -> float | None:
-        """Wall seconds per epoch in this run once a trial of it finished, else the study's last run's."""
+        """Wall seconds per epoch over this run's last RECENT_TRIALS finished trials, once one has
+        finished; before that, the study's last run's."""
         if self.epochs_per_trial is None:
             return None
         if not self._trials_done or not self._epochs_since:
             return self.earlier_pace
-        return (time.perf_counter() - self._first_epoch_at) / self._epochs_since
+        since, epochs = self._marks[0]
+        if epochs >= self._epochs_since:  # those trials failed before an epoch: the whole run's pace
+            since, epochs = self._first_epoch_at, 0
+        return (time.perf_counter() - since) / (self._epochs_since - epochs)
+
+    def recent_trials(self) -> int:
+        """How many finished trials the pace is measured over (up to RECENT_TRIALS)."""
+        return len(self._marks) - 1
 
     def start(self, earlier_pace: float | None) -> None:
         """As the run starts: the estimate at the pace of the study's last run, if it had one."""
@@ -132,6 +153,7 @@ class Progress:
     def epoch(self, number: int, epoch: int, epochs: int, val_acc: float) -> None:
         if self._first_epoch_at is None:
             self._first_epoch_at = time.perf_counter()
+            self._marks.append((self._first_epoch_at, 0))
         else:
             self._epochs_since += 1
         self._running[number] = epoch
@@ -147,6 +169,8 @@ class Progress:
     def trial_done(self, number: int, state: str, value: float | None, seconds: float, note: str = "") -> None:
         self._running.pop(number, None)
         self._trials_done += 1
+        if self._first_epoch_at is not None:
+            self._marks.append((time.perf_counter(), self._epochs_since))
         shown = f"{value:.2%}" if value is not None else "-"
         line = f"trial {number} {state.lower()} val {shown} in {seconds:.1f}s{(' (' + note + ')') if note else ''}"
         if self.live:
@@ -167,9 +191,10 @@ class Progress:
         if self.estimate_said or not own or left is None or self.done >= self.total:
             return
         self.estimate_said = True
-        self.stream.write(f"estimate: {say_duration(left)} for the remaining {self.total - self.done} trials at the current "
-                          f"pace ({self.pace():.2f} s per epoch, {self.epochs_per_trial:g} epochs per trial on "
-                          "average); the progress line keeps it up to date\n")
+        self.stream.write(f"estimate: {say_duration(left)} for the remaining {self.total - self.done} trials at the pace "
+                          f"now ({self.pace():.2f} s per epoch over {say_trials(self.recent_trials())}, "
+                          f"{self.epochs_per_trial:g} epochs per trial on average); the progress line keeps it up to "
+                          f"date at the pace of the last {RECENT_TRIALS} trials\n")
 
     def _draw(self, text: str) -> None:
         pad = max(0, len(self._last) - len(text))

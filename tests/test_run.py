@@ -37,7 +37,7 @@ def test_run_three_trials_into_sqlite(tmp_path, tiny_study):
     r = sweep("run", "--trials", 3, "--study", tiny_study, "--storage", db(tmp_path), "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert "3/3 finished" in r.output
-    assert "for the remaining 2 trials at the current pace" in r.stderr  # said once the first trial is done
+    assert "for the remaining 2 trials at the pace now" in r.stderr  # said once the first trial is done
     study = optuna.load_study(study_name="tiny", storage=db(tmp_path))
     assert len(finished(study)) == 3 and len(study.trials) == 3
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -362,8 +362,9 @@ def test_progress_estimates_the_time_left_from_the_range_and_the_pace(monkeypatc
     assert bar.pace() == 10 and bar.epochs_left() == 43 and bar.seconds_left() == 430
     lines = out.getvalue().splitlines()
     assert "1/12 trials | best val - | ~7 min left | trial 0 complete" in lines[0]
-    assert lines[1].startswith("estimate: about 7 minutes for the remaining 11 trials at the current pace (10.00 s per epoch, "
-                               "4 epochs per trial")
+    assert lines[1].startswith("estimate: about 7 minutes for the remaining 11 trials at the pace now (10.00 s per epoch "
+                               "over the last trial, 4 epochs per trial on average); the progress line keeps it up to "
+                               "date at the pace of the last 5 trials")
     bar.done = 2
     bar.trial_done(1, "PRUNED", None, 5.0)
     assert len(out.getvalue().splitlines()) == 3 and "~7 min left" in out.getvalue().splitlines()[2]  # said once
@@ -391,6 +392,41 @@ def test_progress_estimates_the_time_left_from_the_range_and_the_pace(monkeypatc
     assert progress.mean_epochs(types.SimpleNamespace(search={"epochs": Param("epochs", choices=(5, 10))}, fixed={})) == 7.5
     assert progress.mean_epochs(types.SimpleNamespace(search={}, fixed={"epochs": 30})) == 30
     assert progress.mean_epochs(types.SimpleNamespace(search={}, fixed={})) == 200  # the paper's run
+
+
+def test_the_estimate_follows_the_pace_of_the_recent_trials(monkeypatch):
+    """Other work on the machine slows a run, then stops: the time left follows the last few
+    trials' pace, not the whole run's mean (which would still say 6x the time left)."""
+    import io
+
+    from sweep import progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(progress, "QUIET_S", 10**6)
+    bar = progress.Progress(total=40, done=0, best=None, stream=io.StringIO(), epochs_per_trial=2)
+
+    def trials(n: int, epoch_s: float) -> None:
+        for _ in range(n):
+            number = bar.done
+            for epoch in (1, 2):
+                clock[0] += epoch_s
+                bar.epoch(number, epoch, 2, 0.3)
+            bar.done += 1
+            bar.trial_done(number, "COMPLETE", 0.3, 2 * epoch_s)
+
+    trials(10, 30.0)  # a busy machine: 30 s an epoch
+    assert bar.pace() == 30.0 and bar.seconds_left() == 30 * 2 * 30.0
+    trials(2, 3.0)  # the load goes: the pace moves at once, as far as the window of 5 trials allows
+    assert bar.pace() == (3 * 2 * 30.0 + 2 * 2 * 3.0) / 10  # the last 5 trials: 3 slow, 2 fast
+    trials(progress.RECENT_TRIALS, 3.0)
+    assert bar.recent_trials() == progress.RECENT_TRIALS
+    assert bar.pace() == 3.0 and bar.seconds_left() == (40 - 17) * 2 * 3.0  # the fast trials' pace only
+    whole_run = (clock[0] - 30.0) / (17 * 2 - 1)  # what the whole run's mean said: from its first epoch
+    assert whole_run > 6 * bar.pace()
+    assert "~2 min left" in bar._head()
+    trials(2, 12.0)  # and back up as the load returns
+    assert bar.pace() == (3 * 3.0 + 2 * 12.0) * 2 / 10
 
 
 def test_versions_name_sweeps_own_version_when_run_from_a_checkout(monkeypatch):
