@@ -2,8 +2,8 @@
 
     python -m benchmarks.report_image [--storage sqlite:///sweep.db] [--study quick] [-o docs/report.png]
 
-Writes the PNG and, beside it, `report.json`: the commit and versions it was made with, the study
-it shows (trials by state), and the report's layout (each figure's kind, in order: the part of its
+Writes the PNG and, beside it, `report.json`: the commit the study's trials trained at, the commit
+and versions the picture was made with, the study it shows (trials by state), and the report's layout (each figure's kind, in order: the part of its
 title before any colon or parenthesis). tests/test_export_report.py compares that layout with what the current
 code draws, so a picture older than the report's layout is told, not left to rot.
 """
@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections import Counter
+from html import unescape
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +27,7 @@ def layout(html: str) -> list[str]:
     """The kinds of figure a report holds, in order: each figure's title up to any colon or
     parenthesis (what follows counts the study's trials)."""
     titles = re.findall(r'<div class="figure[^"]*"><(?:h4|b)>(.*?)</(?:h4|b)>', html)
-    return [re.split(r"[:(]", t)[0].strip() for t in titles]
+    return [re.split(r"[:(]", unescape(t))[0].strip() for t in titles]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -57,7 +59,9 @@ def main(argv: list[str] | None = None) -> dict:
     states = {s.name.lower(): 0 for s in optuna.trial.TrialState}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name.lower()] += 1
-    meta = {"commit": git_commit(), "versions": versions_line(), "study": study.study_name,
+    trained = Counter(str(t.user_attrs.get("git_commit")) for t in study.get_trials(deepcopy=False))
+    meta = {"study_commit": trained.most_common(1)[0][0] if trained else None, "made_with": git_commit(),
+            "versions": versions_line(), "study": study.study_name,
             "trials": {k: v for k, v in states.items() if v}, "window": SIZE, "layout": layout(html)}
     out.with_name("report.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta))

@@ -145,3 +145,23 @@ def test_report_titles_sit_above_the_figures_and_log_axes_read_by_decade(made_st
     pruned = sum(t.state == TrialState.PRUNED for t in optuna.load_study(study_name=name, storage=url).trials)
     curves = next(line for line in page.split("<h4>")[1:] if line.startswith("Val accuracy per epoch"))
     assert ("pruned" in curves.split("</h4>")[0]) == (pruned > 0)
+
+
+def test_the_readme_picture_of_a_report_shows_the_reports_layout_now(made_study, tmp_path):
+    """docs/report.png is made by `python -m benchmarks.report_image`, which records beside it the
+    report's layout (each figure's kind, in order). A report drawn now must show the same figures:
+    where it does not, the picture is older than the layout and must be made again."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.report_image import layout
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    meta = json.loads((docs / "report.json").read_text())
+    assert (docs / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    url, _ = made_study
+    out = tmp_path / "report.html"
+    assert sweep("report", "--storage", url, "-o", out).exit_code == 0
+    assert layout(out.read_text()) == meta["layout"], \
+        "docs/report.png is older than the report's layout: make it again with python -m benchmarks.report_image"
+    assert meta["study"] == "quick" and meta["trials"].get("complete", 0) + meta["trials"].get("pruned", 0) == 50
