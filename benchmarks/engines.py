@@ -33,6 +33,13 @@ def label(engine: str, k: int, compile: str) -> str:
     return f"{engine}:{k}"
 
 
+def key(engine: str, k: int, compile: str) -> str:
+    """A case's short name for --skip: plain, compile-on, compile-cudagraphs, graph:4, ..."""
+    if engine == "plain":
+        return "plain" if compile == "off" else f"compile-{compile}"
+    return f"{engine}:{k}"
+
+
 def speed(args) -> dict:
     import torch
 
@@ -46,7 +53,8 @@ def speed(args) -> dict:
     raw, labels, name = bench_data(None, args.steps * args.batch_size)
     data = bench_dataset(equalize(raw), labels, name)
     probe = TrainConfig(epochs=2, batch_size=args.batch_size, optimizer="sgd", momentum=0.9, lr=0.01, width=args.width)
-    candidates = [c for c in CANDIDATES if c[2] != "cudagraphs" or dev.type == "cuda"]
+    skip = {c.strip() for c in args.skip.split(",") if c.strip()}
+    candidates = [c for c in CANDIDATES if (c[2] != "cudagraphs" or dev.type == "cuda") and key(*c) not in skip]
     rounds: dict[str, list] = {}
     for r in range(args.rounds):
         for engine, k, compile in candidates:
@@ -174,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--steps", type=int, default=16)
     s.add_argument("--rounds", type=int, default=2)
     s.add_argument("--window", type=float, default=1.0)
+    s.add_argument("--skip", default="", help="cases to leave out, comma-separated: compile-on, graph:16, ... (a CPU smoke run leaves out compiling)")
     s.add_argument("--json")
     a = sub.add_parser("auto")
     a.add_argument("--study", required=True)

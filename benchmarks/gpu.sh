@@ -40,6 +40,7 @@ mode=${1:-speed}
 if [ "${SMOKE:-0}" = 1 ]; then  # the engines mode's steps at a toy scale, for a CPU (tests/test_gpu_script.py)
   : "${DEVICE:=cpu}" "${WIDTH:=0.0625}" "${EPOCHS:=1,1}" "${PROFILE_STEPS:=2}" "${PROFILE_CASES:=graph:16:2}"
   : "${BENCH_STEPS:=2}" "${BENCH_BATCH:=16}" "${ROUNDS:=1}" "${WINDOW:=0}" "${STUDY_S:=12}"
+  : "${SPEED_SKIP:=compile-on}"  # compiling costs a CPU half a minute; tests/test_speed.py compiles
   : "${WHEELS:=}" "${SYNTHETIC:=350}"
 fi
 out=${OUT:-gpu-out}
@@ -143,7 +144,7 @@ if [ "$mode" = engines ]; then
     --steps "${PROFILE_STEPS:-20}" ${PROFILE_CASES:+--cases "$PROFILE_CASES"} --json "$out/profile.json"
   step speed timeout -s TERM -k 15 170 "$python" -m benchmarks.engines speed --device "$dev" --width "${WIDTH:-1.0}" \
     --batch-size "${BENCH_BATCH:-128}" --steps "${BENCH_STEPS:-16}" --rounds "${ROUNDS:-2}" --window "${WINDOW:-1}" \
-    --json "$out/speed.json"
+    ${SPEED_SKIP:+--skip "$SPEED_SKIP"} --json "$out/speed.json"
   if command -v nvidia-cuda-mps-control >/dev/null 2>&1 && nvidia-cuda-mps-control -d 2>>"$out/gpu.log"; then
     step mps timeout -s TERM -k 15 50 bash -c "\"$python\" -m sweep bench ${devopt[*]} --width ${WIDTH:-1.0} --batch-size ${BENCH_BATCH:-128} --steps ${BENCH_STEPS:-16} --pack 1,4 --json > \"$out/mps.json\""
     echo quit | nvidia-cuda-mps-control

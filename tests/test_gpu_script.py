@@ -49,8 +49,8 @@ def test_engines_mode_runs_every_step_on_a_cpu(tmp_path):
     profile = json.loads((out / "profile.json").read_text())
     assert [c["case"] for c in profile["cases"]] == ["graph x2, batch 16"] and profile["cases"][0]["images_per_s"] > 0
     speed = json.loads((out / "speed.json").read_text())
-    assert [row["case"] for row in speed["rows"]] == ["plain eager", "plain, --compile on", "graph:1", "graph:2",
-                                                      "graph:4", "graph:8", "graph:16", "multi:4", "fused:16"]
+    assert [row["case"] for row in speed["rows"]] == ["plain eager", "graph:1", "graph:2", "graph:4", "graph:8",
+                                                      "graph:16", "multi:4", "fused:16"]  # compiling left out on a CPU
     assert speed["rows"][0]["vs_plain"] == 1.0 and all(row["images_per_s"] > 0 for row in speed["rows"])
     assert json.loads((out / "auto.json").read_text())["engine"] == "plain"  # off CUDA auto is plain
     # both studies trained on the packed stand-in for FER2013, for the same time, and finished trials
