@@ -37,7 +37,7 @@ KeepTopOpt = Annotated[int, typer.Option(parser=numbers.option(int, 0), metavar=
 CompileOpt = Annotated[str, typer.Option(metavar="MODE", help="off, on (torch.compile, once per worker) or cudagraphs (CUDA only); speed only, see docs/benchmarks.md.")]
 EngineOpt = Annotated[str, typer.Option(metavar="plain|auto|graph[:K]|multi[:K]|fused[:K]", help="How a worker trains: plain, one trial at a time; graph, up to K trials (4) of any hyperparameters side by side, each trial's step replayed as one CUDA graph (eager on a CPU); multi, the same without graphs; fused, up to K trials (16) that share batch size, width, optimizer and precision as one network; auto, on a GPU the fastest of these as each worker measures it at its start (plain elsewhere). See docs/engines.md.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress: only warnings, errors (one line each) and the final summary line.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (keys in README) instead of text.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (keys in docs/results.md) instead of text.")]
 
 
 def _version(value: bool) -> None:

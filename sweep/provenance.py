@@ -44,7 +44,7 @@ def _checkout_version() -> str:
         return "unknown"
 
 
-TORCH_FLOOR = (2, 11)  # the oldest torch the tests pass with (README); pyproject.toml's floor
+TORCH_FLOOR = (2, 11)  # the oldest torch the tests pass with (docs/install.md); pyproject.toml's floor
 
 
 def torch_too_old() -> str | None:
