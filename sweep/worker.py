@@ -206,14 +206,11 @@ def _fused_loop(conn, dataset, compile: str, faults: Faults) -> None:
             records = trainer.run_epoch()
         except Exception as e:  # noqa: BLE001 - the group's step failed: every member fails with it
             trainer = None  # out of memory: dropped whole; the coordinator shrinks the group and sends it again
-            oom = failures.failure(e)
+            oom = failures.group_failed(conn, e, numbers)
             if oom is None:
-                for n in numbers:
-                    conn.send(("error", n, one_line(e), traceback.format_exc(limit=3)[-2000:]))
                 continue
-        if oom is not None:
-            failures.release_cuda()
-            conn.send(("oom", None, oom, numbers))
+        if oom is not None:  # out of the except block: its traceback no longer holds the group
+            failures.group_oom(conn, oom, numbers)
             continue
         group = f"{os.getpid()}.{groups}"
         for number, record in records.items():
@@ -297,14 +294,11 @@ def _multi_loop(conn, dataset, compile: str, faults: Faults, graphs: bool = Fals
         except Exception as e:  # noqa: BLE001 - a step failed: which member's is unknown, so all fail
             trainer.close()
             trainer = None  # out of memory: every member is dropped; the coordinator shrinks the group and sends them again
-            oom = failures.failure(e)
+            oom = failures.group_failed(conn, e, numbers)
             if oom is None:
-                for n in numbers:
-                    conn.send(("error", n, one_line(e), traceback.format_exc(limit=3)[-2000:]))
                 continue
-        if oom is not None:
-            failures.release_cuda()
-            conn.send(("oom", None, oom, numbers))
+        if oom is not None:  # out of the except block: its traceback no longer holds the trainer
+            failures.group_oom(conn, oom, numbers)
             continue
         for number, record in records.items():
             conn.send(("epoch", number, record))

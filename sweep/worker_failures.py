@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 def first_claim(path: str) -> bool:
     try:
@@ -55,6 +56,23 @@ def failure(e: BaseException) -> str | None:
     if out_of_memory(e):
         return str(e).splitlines()[0] if str(e) else "out of memory"
     return None
+
+
+def group_failed(conn, e: BaseException, numbers) -> str | None:
+    """A group's step failed (which member's is unknown): None once every member's error is sent,
+    or the out-of-memory text, for `group_oom` once the except block is left."""
+    oom = failure(e)
+    if oom is None:
+        trace = traceback.format_exc(limit=3)[-2000:]
+        for n in numbers:
+            conn.send(("error", n, one_line(e), trace))
+    return oom
+
+
+def group_oom(conn, oom: str, numbers) -> None:
+    """The group ran out of memory: the memory goes back, and the coordinator shrinks the group."""
+    release_cuda()
+    conn.send(("oom", None, oom, numbers))
 
 
 def exit_if_poisoned(e: BaseException) -> None:
