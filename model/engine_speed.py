@@ -167,7 +167,7 @@ def measure(engine: str, k: int, data: Dataset, probe: TrainConfig, device: str,
     finally:
         if runner is not None:
             runner.close()
-        del runner
+        runner = None  # nothing refers to its trials: the collection below frees them
         gc.collect()
         if dev.type == "cuda":
             torch.cuda.empty_cache()

@@ -122,8 +122,6 @@ def worker_main(conn, data_args: dict, threads: int, env: dict, compile: str = "
 
 
 def _plain_loop(conn, dataset, compile: str, faults: Faults) -> None:
-    import torch
-
     from model import TrainConfig, train
 
     last: tuple[int, object] | None = None  # (trial number, model) of the last finished trial
@@ -166,8 +164,6 @@ def _plain_loop(conn, dataset, compile: str, faults: Faults) -> None:
 
 
 def _fused_loop(conn, dataset, compile: str, faults: Faults) -> None:
-    import torch
-
     from model import FusedTrainer, TrainConfig, fuse_key, outcome
 
     inbox = _Inbox(conn)
